@@ -1,0 +1,1 @@
+"""Data: manifests, dataset adapters, image reading, preprocessing, pairing, splits, cache."""
