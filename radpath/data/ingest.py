@@ -1,0 +1,114 @@
+"""Ingest: a dataset layout in, a validated manifest and a ``skipped.csv`` out.
+
+The adapter reads the layout; then every image is decoded once, in parallel, so corrupt,
+truncated, non-image, constant or wrong-modality files are found now rather than in the
+middle of training. Nothing is dropped silently: each skipped file is written to
+``skipped.csv`` beside the manifest with its reason.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from radpath.atomic import atomic_path
+from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
+from radpath.data.manifest import Manifest, Record, write_manifest
+from radpath.errors import RadpathError
+from radpath.parallel import parallel_map
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest produced."""
+
+    records: list[Record]
+    skipped: list[Skipped]
+    manifest_path: Path
+    skipped_path: Path
+
+    @property
+    def patients(self) -> int:
+        return len({r.patient_id for r in self.records})
+
+
+def check_image(task: tuple[str, str, tuple[tuple[float, float], ...]]) -> str:
+    """Decode one image and check it suits its record; "" when fine, else the reason.
+
+    Module-level and exception-free so that it can run in worker processes over a whole
+    cohort without one bad file stopping the batch.
+    """
+    from radpath.data.io import read_image
+
+    path, modality, lesion_centres = task
+    try:
+        image = read_image(path)
+    except RadpathError as exc:
+        return exc.reason if hasattr(exc, "reason") else str(exc)
+    except Exception as exc:  # a decoder bug must become a skip, not a crash
+        return f"could not be decoded ({type(exc).__name__}: {exc})"
+    return _modality_problem(image.pixels, image.kind, modality) or _lesion_problem(
+        image.pixels.shape[:2], lesion_centres)
+
+
+def _modality_problem(pixels: np.ndarray, kind: str, modality: str) -> str:
+    if modality == "mammo" and kind == "rgb" and not _channels_equal(pixels):
+        return "colour image where a greyscale mammogram was expected"
+    if modality == "histo" and kind != "rgb":
+        return "greyscale image where an RGB H&E image was expected"
+    return ""
+
+
+def _channels_equal(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and
+                np.array_equal(rgb[..., 0], rgb[..., 2]))
+
+
+def _lesion_problem(shape: tuple[int, ...], centres: Sequence[tuple[float, float]]) -> str:
+    height, width = shape
+    for x, y in centres:
+        if not (0 <= x <= width and 0 <= y <= height):
+            return f"lesion centre ({x:g}, {y:g}) lies outside the {width}x{height} image"
+    return ""
+
+
+def ingest(source: str, root: str | Path, out: str | Path, *,
+           options: AdapterOptions | None = None, workers: int | None = None,
+           verify: bool = True, progress: bool = True) -> IngestReport:
+    """Ingest ``root`` with the adapter called ``source`` into the manifest ``out``.
+
+    Raises:
+        RadpathError: when no image could be ingested (``skipped.csv`` is still written).
+    """
+    adapter = ADAPTERS.get(source)(Path(root), options)
+    found = list(adapter.scan())
+    records = [item for item in found if isinstance(item, Record)]
+    skipped = [item for item in found if isinstance(item, Skipped)]
+    if verify and records:
+        tasks = [(r.path, r.modality, tuple((les.x, les.y) for les in r.lesions))
+                 for r in records]
+        reasons = parallel_map(check_image, tasks, workers=workers,
+                               description=f"checking {source} images", progress=progress)
+        skipped += [Skipped(r.path, why) for r, why in zip(records, reasons, strict=True) if why]
+        records = [r for r, why in zip(records, reasons, strict=True) if not why]
+    out = Path(out)
+    skipped_path = write_skipped(skipped, out.with_name("skipped.csv"))
+    if not records:
+        raise RadpathError(f"nothing could be ingested from {root} with the '{source}' adapter "
+                           f"({len(skipped)} file(s) skipped, reasons in {skipped_path})")
+    Manifest(records)  # duplicate image ids fail here, before anything is written
+    write_manifest(records, out)
+    return IngestReport(records, skipped, out, skipped_path)
+
+
+def write_skipped(skipped: Sequence[Skipped], path: Path) -> Path:
+    """Write ``path, reason`` rows atomically; an empty file (header only) when none."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "reason"])
+        writer.writerows([s.path, s.reason] for s in skipped)
+    return path

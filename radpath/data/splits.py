@@ -1,0 +1,210 @@
+"""Patient-grouped, label-stratified splits; leave-one-domain-out folds; leakage checks.
+
+The unit of splitting is never an image. It is the patient, or for a pseudo-pair the two
+patients of the pair, so that paired training finds both halves of a pair in the same split.
+Images of one patient in two splits would let a model recognise the patient instead of the
+disease: :func:`check_leakage` refuses that loudly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from radpath.data.manifest import Manifest, Record, record_fields
+from radpath.data.pairing import group_by_patient, patient_label
+from radpath.errors import RadpathError
+
+MAX_LISTED = 10
+
+
+class LeakageError(RadpathError):
+    """A patient appears in more than one split.
+
+    Attributes:
+        patients: each leaking patient id with the names of the splits it appears in.
+    """
+
+    def __init__(self, patients: Mapping[str, Sequence[str]]) -> None:
+        self.patients = {p: tuple(s) for p, s in patients.items()}
+        listed = [f"{p} (in {', '.join(s)})" for p, s in list(self.patients.items())[:MAX_LISTED]]
+        more = len(self.patients) - len(listed)
+        tail = f", and {more} more" if more else ""
+        super().__init__(f"patient leakage: {len(self.patients)} patient(s) appear in more "
+                         f"than one split: {'; '.join(listed)}{tail}")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One leave-one-domain-out fold.
+
+    Attributes:
+        name: the held-out value of the fold's column (e.g. the domain).
+        train: records of every patient with no image in the held-out value.
+        test: every record of every patient with at least one image in the held-out value.
+    """
+
+    name: str
+    train: Manifest
+    test: Manifest
+
+
+def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.15, 0.15),
+                   seed: int = 0, names: Sequence[str] = ("train", "val", "test")) -> Manifest:
+    """Assign every record a ``split``, grouped by patient and stratified by label.
+
+    Units (a patient, or the two patients of a pseudo-pair) are stratified by modality
+    (``mammo``, ``histo`` or ``histo+mammo``) and patient label. Within each stratum the
+    units are shuffled and cut in proportion to ``fractions``; a stratum with at least as
+    many units as there are non-empty splits gives each of them at least one unit. Rounding
+    left over by one stratum is carried into the next, so small strata do not all round
+    towards the largest split.
+
+    Args:
+        manifest: the records to split.
+        fractions: relative sizes of the splits (normalised; zeros allowed).
+        seed: seed of the :class:`numpy.random.Generator` shuffling each stratum.
+        names: the split names, one per fraction.
+
+    Returns:
+        A new manifest with the same records in the same order and ``split`` set.
+
+    Raises:
+        ValueError: if fractions and names differ in length, a fraction is negative, all are
+            zero, or a name is repeated or empty.
+    """
+    weights = _check_fractions(fractions, names)
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for unit, records in _units(manifest).items():
+        strata[_stratum(records)].append(unit)
+    rng = np.random.default_rng(seed)
+    carry = [0.0] * len(weights)
+    split_of_unit: dict[str, str] = {}
+    # Sorted strata and units: the result depends on the seed and the data, not row order.
+    for key in sorted(strata):
+        units = sorted(strata[key])
+        units = [units[i] for i in rng.permutation(len(units))]
+        counts, carry = _allocate(len(units), weights, carry)
+        start = 0
+        for name, count in zip(names, counts, strict=True):
+            split_of_unit.update(dict.fromkeys(units[start:start + count], name))
+            start += count
+    return Manifest((r.with_(split=split_of_unit[_unit_of(r)]) for r in manifest),
+                    source=manifest.source)
+
+
+def _check_fractions(fractions: Sequence[float], names: Sequence[str]) -> list[float]:
+    if len(fractions) != len(names):
+        raise ValueError(f"fractions {tuple(fractions)} and names {tuple(names)} differ in length")
+    if any(not math.isfinite(f) or f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be finite, >= 0 and not all zero; got "
+                         f"{tuple(fractions)}")
+    if len(set(names)) != len(names) or not all(names):
+        raise ValueError(f"split names must be distinct and non-empty; got {tuple(names)}")
+    total = sum(fractions)
+    return [f / total for f in fractions]
+
+
+def _unit_of(record: Record) -> str:
+    # A pseudo-pair is split as one unit so that both partners land in the same split.
+    if record.pairing == "pseudo" and record.pair_id:
+        return f"pair:{record.pair_id}"
+    return f"patient:{record.patient_id}"
+
+
+def _units(manifest: Manifest) -> dict[str, list[Record]]:
+    units: dict[str, list[Record]] = defaultdict(list)
+    for record in manifest:
+        units[_unit_of(record)].append(record)
+    return dict(units)
+
+
+def _stratum(records: list[Record]) -> tuple[str, str]:
+    modalities = "+".join(sorted({r.modality for r in records}))
+    return modalities, patient_label(records)
+
+
+def _allocate(n: int, weights: list[float],
+              carry: list[float]) -> tuple[list[int], list[float]]:
+    """Cut ``n`` units by ``weights``; ``carry`` is each split's rounding debt so far."""
+    ideal = [n * w for w in weights]
+    counts = [math.floor(x) for x in ideal]
+    if n >= sum(w > 0 for w in weights):
+        counts = [max(c, 1) if w > 0 else c for c, w in zip(counts, weights, strict=True)]
+    want = [i + d for i, d in zip(ideal, carry, strict=True)]
+    while sum(counts) > n:
+        # Take back from the split most over its due that can spare a unit.
+        spare = [j for j, c in enumerate(counts) if c > 1]
+        j = max(spare, key=lambda k: (counts[k] - want[k], -k))
+        counts[j] -= 1
+    while sum(counts) < n:
+        eligible = [j for j, w in enumerate(weights) if w > 0]
+        j = max(eligible, key=lambda k: (want[k] - counts[k], -k))
+        counts[j] += 1
+    return counts, [w - c for w, c in zip(want, counts, strict=True)]
+
+
+def lodo_folds(manifest: Manifest, column: str = "domain") -> list[Fold]:
+    """Leave-one-domain-out folds: one per distinct non-empty value of ``column``.
+
+    A patient whose images span several values must not sit on both sides of a fold. Such a
+    patient goes entirely to the test side of every fold whose held-out value it touches,
+    so a test side may hold a few of that patient's images from other values; the train
+    side never holds an image of the held-out value. Records with an empty value train in
+    every fold, unless their patient is held out.
+
+    Args:
+        manifest: the records to fold.
+        column: the manifest column naming the domain (e.g. ``domain`` or ``source``).
+
+    Returns:
+        Folds sorted by held-out value.
+
+    Raises:
+        RadpathError: if ``column`` is not a manifest column or has fewer than 2 distinct
+            non-empty values.
+    """
+    if column not in record_fields() or column == "lesions":
+        raise RadpathError(f"lodo_folds: {column!r} is not a manifest column")
+    values = sorted({str(getattr(r, column)) for r in manifest} - {""})
+    if len(values) < 2:
+        raise RadpathError(f"leave-one-domain-out needs at least 2 distinct values in column "
+                           f"'{column}'; found {len(values)} ({', '.join(values) or 'none'})")
+    return [_fold(manifest, column, value) for value in values]
+
+
+def _fold(manifest: Manifest, column: str, value: str) -> Fold:
+    held_out = {r.patient_id for r in manifest if getattr(r, column) == value}
+    train = [r for r in manifest if r.patient_id not in held_out]
+    test = [r for r in manifest if r.patient_id in held_out]
+    return Fold(value, Manifest(train, source=manifest.source),
+                Manifest(test, source=manifest.source))
+
+
+def check_leakage(splits: Mapping[str, Manifest] | Manifest) -> None:
+    """Raise if any patient has images in more than one split.
+
+    Args:
+        splits: named manifests (e.g. ``{"train": ..., "test": ...}``), or one manifest whose
+            ``split`` column names each record's split (an empty value counts as the split
+            ``(none)``, so a half-assigned patient is caught too).
+
+    Raises:
+        LeakageError: naming up to 10 leaking patients and the splits each appears in.
+    """
+    if isinstance(splits, Manifest):
+        named: dict[str, list[Record]] = defaultdict(list)
+        for record in splits:
+            named[record.split or "(none)"].append(record)
+        splits = {name: Manifest(records) for name, records in named.items()}
+    seen: dict[str, list[str]] = defaultdict(list)
+    for name, manifest in splits.items():
+        for patient_id in group_by_patient(manifest):
+            seen[patient_id].append(name)
+    leaks = {p: names for p, names in sorted(seen.items()) if len(names) > 1}
+    if leaks:
+        raise LeakageError(leaks)
