@@ -19,7 +19,7 @@ class ImageReadError(RadpathError):
 
 
 class ManifestError(RadpathError):
-    """A manifest is malformed: the message names the row (1-based, header excluded) and column."""
+    """A malformed manifest; the message names the row (1-based, header excluded) and column."""
 
     def __init__(self, reason: str, *, source: str | Path | None = None,
                  row: int | None = None, column: str | None = None) -> None:
@@ -27,7 +27,8 @@ class ManifestError(RadpathError):
         self.row = row
         self.column = column
         self.reason = reason
-        where = [w for w in (self.source, row and f"row {row}", column and f"column '{column}'") if w]
+        parts = (self.source, row and f"row {row}", column and f"column '{column}'")
+        where = [part for part in parts if part]
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
 

@@ -29,8 +29,8 @@ def run_demo(out: str | Path, *, patients: int = 24, seed: int = 0,
     out = Path(out)
     synthetic = make_synthetic_cohort(out / "synthetic",
                                       SyntheticConfig(n_patients=patients, seed=seed))
-    manifests = [ingest("csv", synthetic, out / "ingest" / "synthetic" / "manifest.csv", workers=workers,
-                        progress=progress).manifest_path]
+    manifests = [ingest("csv", synthetic, out / "ingest" / "synthetic" / "manifest.csv",
+                        workers=workers, progress=progress).manifest_path]
     cases = real_cbis_cases()
     if cases is not None:
         manifests.append(_ingest_cbis(cases, out, workers, progress))

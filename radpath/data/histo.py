@@ -13,6 +13,7 @@ Four pieces, each usable alone:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -218,6 +219,23 @@ def _stain_problem(stain_matrix: np.ndarray, max_concentrations: np.ndarray) -> 
     return ""
 
 
+def _od_problem(rgb: np.ndarray) -> str:
+    """Why Macenko cannot estimate stains from ``rgb``: too few optically dense pixels."""
+    dense = int(np.all(_optical_density(rgb) >= _MACENKO_BETA, axis=1).sum())
+    if dense < _MIN_OD_PIXELS:
+        return f"too few stained pixels for macenko ({dense} < {_MIN_OD_PIXELS})"
+    return ""
+
+
+def _raise_on_nan() -> contextlib.AbstractContextManager:
+    """NumPy raising where it would make NaN or inf, so a would-be NaN image falls back.
+
+    This covers a NaN cast to uint8, which torchstain's Reinhard does silently; underflow
+    to zero is harmless and stays quiet.
+    """
+    return np.errstate(divide="raise", invalid="raise", over="raise", under="ignore")
+
+
 def _content_problem(rgb: np.ndarray, min_tissue: float) -> str:
     """Why ``rgb`` cannot be stain-normalised at all, or "" when it can be tried."""
     if float(rgb.reshape(-1, 3).std(axis=0).max()) < _MIN_COLOUR_STD:
@@ -273,16 +291,18 @@ class StainNormalizer:
             return self
         problem = _content_problem(reference, self.min_tissue)
         if not problem and self.method == "macenko":
-            problem = self._od_problem(reference)
+            problem = _od_problem(reference)
+        normalizer = _torchstain(self.method)
+        if not problem:
+            try:
+                with _raise_on_nan():
+                    _fit_torchstain(normalizer, self.method, reference)
+            except (ArithmeticError, ValueError, IndexError) as exc:
+                problem = f"torchstain failed ({type(exc).__name__}: {exc})"
+        if not problem and self.method == "macenko":
+            problem = _stain_problem(normalizer.HERef, normalizer.maxCRef)
         if problem:
             raise ValueError(f"cannot fit {self.method} to this reference: {problem}")
-        normalizer = _torchstain(self.method)
-        with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
-            normalizer.fit(reference)
-        if self.method == "macenko":
-            problem = _stain_problem(normalizer.HERef, normalizer.maxCRef)
-            if problem:
-                raise ValueError(f"cannot fit macenko to this reference: {problem}")
         self._normalizer = normalizer
         return self
 
@@ -308,8 +328,7 @@ class StainNormalizer:
         if problem:
             return StainResult(rgb, False, problem)
         try:
-            # Raising on invalid arithmetic turns a would-be NaN into a clean fallback.
-            with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
+            with _raise_on_nan():
                 out = (self._macenko(rgb) if self.method == "macenko"
                        else self._normalizer.normalize(rgb).astype(np.float64))
         except _Degenerate as exc:
@@ -320,12 +339,6 @@ class StainNormalizer:
             return StainResult(rgb, False, "non-finite output")
         return StainResult(np.clip(np.rint(out), 0, 255).astype(np.uint8), True, "")
 
-    def _od_problem(self, rgb: np.ndarray) -> str:
-        dense = int(np.all(_optical_density(rgb) >= _MACENKO_BETA, axis=1).sum())
-        if dense < _MIN_OD_PIXELS:
-            return f"too few stained pixels for macenko ({dense} < {_MIN_OD_PIXELS})"
-        return ""
-
     def _macenko(self, rgb: np.ndarray) -> np.ndarray:
         """Macenko with the tile's own stain estimate checked before it is used.
 
@@ -333,11 +346,11 @@ class StainNormalizer:
         offers no look at the tile's stain matrix; so torchstain estimates the tile's stains
         (its ``fit``) and the five-line reconstruction is done here, in float.
         """
-        problem = self._od_problem(rgb)
+        problem = _od_problem(rgb)
         if problem:
             raise _Degenerate(problem)
         estimate = _torchstain("macenko")
-        estimate.fit(rgb, Io=_MACENKO_IO, alpha=_MACENKO_ALPHA, beta=_MACENKO_BETA)
+        _fit_torchstain(estimate, "macenko", rgb)
         problem = _stain_problem(estimate.HERef, estimate.maxCRef)
         if problem:
             raise _Degenerate(problem)
@@ -362,8 +375,23 @@ class StainNormalizer:
         return state
 
     @classmethod
+    def builtin_reference(cls, *, min_tissue: float = 0.1) -> StainNormalizer:
+        """Macenko fitted to torchstain's built-in reference stains, for when no image is given.
+
+        Reinhard has no such default: it needs a reference image's colour statistics.
+        """
+        self = cls("macenko", min_tissue=min_tissue)
+        self._normalizer = _torchstain("macenko")  # its constructor sets the reference stains
+        return self
+
+    @classmethod
     def from_state(cls, state: dict[str, Any]) -> StainNormalizer:
         """A fitted normaliser rebuilt from :meth:`state`'s output."""
+        needed = {"macenko": ("stain_matrix", "max_concentrations"),
+                  "reinhard": ("lab_means", "lab_stds")}.get(state.get("method", ""), ())
+        missing = [key for key in ("method", *needed) if key not in state]
+        if missing:
+            raise ValueError(f"stain normaliser state lacks {', '.join(missing)}")
         self = cls(state["method"], min_tissue=float(state.get("min_tissue", 0.1)))
         if self.method == "macenko":
             self._normalizer = _torchstain("macenko")
@@ -378,6 +406,13 @@ class StainNormalizer:
 
 class _Degenerate(Exception):
     """Internal: a tile the stain estimate cannot handle; the message is the reason."""
+
+
+def _fit_torchstain(normalizer: Any, method: str, rgb: np.ndarray) -> None:
+    if method == "macenko":
+        normalizer.fit(rgb, Io=_MACENKO_IO, alpha=_MACENKO_ALPHA, beta=_MACENKO_BETA)
+    else:
+        normalizer.fit(rgb)
 
 
 def _torchstain(method: str) -> Any:

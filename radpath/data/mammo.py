@@ -53,7 +53,8 @@ class MammoConfig(BaseModel):
             long side.
         flip_to: canonical chest-wall side of the output ("L": left edge, "R": right
             edge, "none": never flip).
-        low_percentile: breast-pixel percentile mapped to 0.
+        low_percentile: breast-pixel percentile mapped to 0 (computed on the resized
+            image, so the cost does not grow with the film).
         high_percentile: breast-pixel percentile mapped to 1.
         clahe: apply contrast-limited adaptive histogram equalisation after normalising.
         clahe_clip: CLAHE clip limit.

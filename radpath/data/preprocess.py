@@ -19,7 +19,7 @@ from radpath.data.histo import HistoConfig, StainNormalizer, tile_image
 from radpath.data.io import read_image
 from radpath.data.mammo import Geometry, MammoConfig, MammoPreprocessor
 from radpath.data.manifest import Lesion, Manifest, Record
-from radpath.errors import RadpathError
+from radpath.errors import ConfigError, RadpathError
 from radpath.parallel import parallel_map
 
 CACHE_FORMAT = "radpath-preprocess-1"
@@ -69,9 +69,7 @@ class RecordPreprocessor:
     def __init__(self, config: PreprocessConfig | None = None) -> None:
         self.config = config or PreprocessConfig()
         self.mammo = MammoPreprocessor(self.config.mammo).fit()
-        self.stain = StainNormalizer(self.config.histo.stain_method)
-        if self.config.stain_reference and self.config.histo.stain_method != "none":
-            self.stain.fit(read_image(self.config.stain_reference).pixels)
+        self.stain = stain_normalizer(self.config)
 
     def __call__(self, record: Record, path: str | Path | None = None) -> Preprocessed:
         image = read_image(path or record.path)
@@ -99,6 +97,25 @@ class RecordPreprocessor:
         xy = np.array([[t.x, t.y] for t in tiles], dtype=np.int32)
         return Preprocessed("histo", stack, tile_xy=xy, stain_normalised=stained.normalised,
                             note=stained.reason)
+
+
+def stain_normalizer(config: PreprocessConfig) -> StainNormalizer:
+    """The configured stain normaliser, fitted to the reference image or the built-in stains."""
+    method = config.histo.stain_method
+    if config.stain_reference:
+        reference = read_image(config.stain_reference)
+        if reference.kind != "rgb":
+            raise ConfigError(f"stain_reference: {config.stain_reference} is not an RGB image")
+        try:
+            return StainNormalizer(method).fit(reference.pixels)
+        except ValueError as exc:
+            raise ConfigError(f"stain_reference: {config.stain_reference}: {exc}") from None
+    if method == "macenko":
+        return StainNormalizer.builtin_reference()
+    if method == "reinhard":
+        raise ConfigError("histo.stain_method 'reinhard' needs stain_reference: an H&E image "
+                          "whose colour statistics to match")
+    return StainNormalizer("none")
 
 
 def to_arrays(item: Preprocessed) -> dict[str, np.ndarray]:
@@ -175,7 +192,8 @@ def cache_manifest(manifest: Manifest, cache_root: str | Path, config: Preproces
     return report
 
 
-def load_cached(record: Record, cache: ArrayCache, pre: RecordPreprocessor) -> dict[str, np.ndarray]:
+def load_cached(record: Record, cache: ArrayCache,
+                pre: RecordPreprocessor) -> dict[str, np.ndarray]:
     """The record's arrays from the cache, computing and storing them on a miss."""
     key = cache.key(Path(record.path), _cache_identity(pre.config, record))
     arrays = cache.get_arrays(key)

@@ -15,7 +15,7 @@ import numpy as np
 
 from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest, Record
-from radpath.data.preprocess import Preprocessed, PreprocessConfig, RecordPreprocessor
+from radpath.data.preprocess import PreprocessConfig, Preprocessed, RecordPreprocessor
 from radpath.errors import RadpathError
 
 CELL = 192

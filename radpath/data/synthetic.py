@@ -162,8 +162,7 @@ def _mammogram(size: int, label: str, rng: np.random.Generator) -> tuple[np.ndar
     lesions: list[Lesion] = []
     if label:
         cx, cy = _inside_breast(rng, centre_y, semi_x, semi_y)
-        kinds = ("mass",) if label == "benign" else (("mass",), ("mass", "calc"), ("calc",))[
-            int(rng.integers(3))]
+        kinds = _lesion_kinds(label, rng)
         for kind in kinds:
             if kind == "mass":
                 lesions.append(_draw_mass(image, cx, cy, label, rng))
@@ -174,6 +173,13 @@ def _mammogram(size: int, label: str, rng: np.random.Generator) -> tuple[np.ndar
     _draw_film_label(image, rng)
     image += rng.normal(0.0, 0.01, image.shape).astype(np.float32)
     return np.clip(image, 0.0, 1.0), tuple(lesions)
+
+
+def _lesion_kinds(label: str, rng: np.random.Generator) -> tuple[str, ...]:
+    """Benign: a mass. Malignant: a mass, a calcification cluster, or both."""
+    if label == "benign":
+        return ("mass",)
+    return (("mass",), ("mass", "calc"), ("calc",))[int(rng.integers(3))]
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:

@@ -3,14 +3,14 @@ from collections import Counter
 import pytest
 
 from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
-from radpath.data.adapters.mias import parse_info
 from radpath.data.manifest import Record
 from radpath.errors import RadpathError
 
 
 def _scan(name, root, **options):
     items = list(ADAPTERS.get(name)(root, AdapterOptions(**options)).scan())
-    return ([i for i in items if isinstance(i, Record)], [i for i in items if isinstance(i, Skipped)])
+    records = [i for i in items if isinstance(i, Record)]
+    return records, [i for i in items if isinstance(i, Skipped)]
 
 
 def test_registry_holds_every_builtin_adapter():
@@ -21,7 +21,7 @@ def test_registry_holds_every_builtin_adapter():
 def test_registry_refuses_duplicates_and_names_unknowns():
     with pytest.raises(RadpathError, match="already registered"):
         ADAPTERS.register("mias")(object)
-    with pytest.raises(RadpathError, match="known: .*mias"):
+    with pytest.raises(RadpathError, match=r"known: .*mias"):
         ADAPTERS.get("nope")
 
 

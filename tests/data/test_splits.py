@@ -1,0 +1,114 @@
+"""Tests of patient-grouped stratified splits, LODO folds and the leakage check."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import pytest
+
+from radpath.data.manifest import LABELS, Manifest, Record
+from radpath.data.pairing import pair_modalities
+from radpath.data.splits import LeakageError, check_leakage, lodo_folds, split_patients
+from radpath.errors import RadpathError
+
+
+def _cohort(n_patients: int = 30, images: int = 3) -> Manifest:
+    records = []
+    for p in range(n_patients):
+        modality = "mammo" if p % 2 else "histo"
+        for i in range(images):
+            records.append(Record(f"p{p:03d}-{i}", f"p{p:03d}", modality, f"/x/{p}-{i}.png",
+                                  LABELS[p % 3], domain=f"site-{p % 3}"))
+    return Manifest(records)
+
+
+def _patient_splits(manifest: Manifest) -> dict[str, set[str]]:
+    splits: dict[str, set[str]] = defaultdict(set)
+    for record in manifest:
+        splits[record.patient_id].add(record.split)
+    return splits
+
+
+def test_every_patient_in_exactly_one_split() -> None:
+    split = split_patients(_cohort())
+    assert all(len(s) == 1 for s in _patient_splits(split).values())
+    assert {r.split for r in split} == {"train", "val", "test"}
+    check_leakage(split)
+
+
+def test_split_sizes_follow_fractions() -> None:
+    split = split_patients(_cohort(60, 1))
+    sizes = Counter(r.split for r in split)
+    assert sizes["train"] == pytest.approx(42, abs=3)
+    assert sizes["val"] == pytest.approx(9, abs=3)
+    assert sizes["test"] == pytest.approx(9, abs=3)
+
+
+def test_stratified_every_label_in_every_split() -> None:
+    split = split_patients(_cohort(18, 1))  # 3 patients per (modality, label)
+    for name in ("train", "val", "test"):
+        for modality in ("mammo", "histo"):
+            labels = {r.label for r in split.filter(split=name, modality=modality)}
+            assert labels == set(LABELS), (name, modality)
+
+
+def test_split_is_seeded_and_independent_of_row_order() -> None:
+    manifest = _cohort()
+    first = split_patients(manifest, seed=1)
+    assert [r.split for r in first] == [r.split for r in split_patients(manifest, seed=1)]
+    shuffled = split_patients(Manifest(list(reversed(manifest.records))), seed=1)
+    assert {r.image_id: r.split for r in shuffled} == {r.image_id: r.split for r in first}
+    assert any([r.split for r in split_patients(manifest, seed=s)] != [r.split for r in first]
+               for s in range(2, 6))
+
+
+def test_pseudo_pairs_stay_together() -> None:
+    paired = pair_modalities(_cohort(40, 1), seed=0)
+    split = split_patients(paired, seed=4)
+    by_pair: dict[str, set[str]] = defaultdict(set)
+    for record in split:
+        if record.pairing == "pseudo":
+            by_pair[record.pair_id].add(record.split)
+    assert by_pair and all(len(s) == 1 for s in by_pair.values())
+
+
+def test_bad_fractions_are_refused() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        split_patients(_cohort(), fractions=(0.5, 0.5))
+    with pytest.raises(ValueError, match=">= 0"):
+        split_patients(_cohort(), fractions=(1.2, -0.1, -0.1))
+
+
+def test_check_leakage_names_the_patient_and_splits() -> None:
+    manifest = split_patients(_cohort())
+    leaked = manifest.records[0].with_(split="test" if manifest[0].split != "test" else "train")
+    crafted = Manifest([leaked, *manifest.records[1:]])
+    with pytest.raises(LeakageError, match="p000") as info:
+        check_leakage(crafted)
+    assert set(info.value.patients["p000"]) == {leaked.split, manifest[1].split}
+    train = Manifest([r for r in manifest if r.split == "train"])
+    test = Manifest([manifest.filter(split="train")[0].with_(image_id="copy")])
+    with pytest.raises(LeakageError, match=r"in train, test|in test, train"):
+        check_leakage({"train": train, "test": test})
+
+
+def test_lodo_one_fold_per_domain_without_leakage() -> None:
+    manifest = _cohort()
+    # One patient with images in two domains: it must sit wholly on the test side.
+    straddler = manifest.records[0].with_(image_id="p000-extra", domain="site-1")
+    manifest = Manifest([*manifest.records, straddler])
+    folds = lodo_folds(manifest)
+    assert [f.name for f in folds] == ["site-0", "site-1", "site-2"]
+    for fold in folds:
+        assert fold.name not in {r.domain for r in fold.train}
+        assert len(fold.train) + len(fold.test) == len(manifest)
+        check_leakage({"train": fold.train, "test": fold.test})
+    assert "p000" in folds[1].test.patients()
+
+
+def test_lodo_needs_two_values() -> None:
+    single = Manifest(r.with_(domain="only") for r in _cohort(6, 1))
+    with pytest.raises(RadpathError, match="'domain'"):
+        lodo_folds(single)
+    with pytest.raises(RadpathError, match="'source'"):
+        lodo_folds(single, column="source")

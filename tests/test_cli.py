@@ -1,0 +1,50 @@
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from radpath.cli.main import _register_commands, app
+
+runner = CliRunner()
+_register_commands()
+
+
+def test_help_is_instant_and_imports_no_heavy_module():
+    code = ("import sys; from radpath.cli.main import main; sys.argv=['radpath','--help'];\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "heavy = [m for m in ('torch', 'numpy', 'pydicom', 'cv2') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "ingest" in done.stdout and "HEAVY []" in done.stdout
+    assert time.perf_counter() - started < 10
+
+
+def test_import_radpath_stays_light():
+    code = ("import sys, radpath\n"
+            "print(sorted(m for m in ('typer', 'numpy', 'torch') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.realdata
+def test_ingest_mias_command(mias_dir, tmp_path):
+    out = tmp_path / "mias.csv"
+    result = runner.invoke(app, ["ingest", "mias", str(mias_dir), "--out", str(out),
+                                 "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "194 images, 97 patients, 75 lesions" in result.output.replace("\n", " ")
+    assert (tmp_path / "skipped.csv").read_text().strip() == "path,reason"
+
+
+def test_ingest_exits_nonzero_when_nothing_ingested(tmp_path):
+    (tmp_path / "data" / "benign").mkdir(parents=True)
+    (tmp_path / "data" / "benign" / "x.png").write_text("not an image")
+    done = subprocess.run([sys.executable, "-m", "radpath", "ingest", "folder",
+                           str(tmp_path / "data"), "--modality", "mammo",
+                           "--out", str(tmp_path / "m.csv")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "nothing could be ingested" in done.stderr
+    assert "x.png" in (tmp_path / "skipped.csv").read_text()
