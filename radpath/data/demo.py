@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from radpath.data.adapters import AdapterOptions
+from radpath.data.histo import HistoConfig
 from radpath.data.ingest import ingest
+from radpath.data.mammo import MammoConfig
 from radpath.data.preprocess import PreprocessConfig, cache_manifest
 from radpath.data.preview import write_preview
 from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 from radpath.data.workflow import combine_pair_split
 from radpath.errors import RadpathError
+
+# Small enough for 2 CPU cores in minutes; tiles of 64 px give each 128-px H&E image 4 tiles.
+DEMO_PREPROCESS = PreprocessConfig(mammo=MammoConfig(size=256), histo=HistoConfig(tile_size=64))
 
 
 def real_cbis_cases() -> Path | None:
@@ -35,7 +40,7 @@ def run_demo(out: str | Path, *, patients: int = 24, seed: int = 0,
     if cases is not None:
         manifests.append(_ingest_cbis(cases, out, workers, progress))
     combined, _ = combine_pair_split(manifests, out / "manifest.csv", seed=seed)
-    config = PreprocessConfig()
+    config = DEMO_PREPROCESS
     report = cache_manifest(combined, out / "cache", config, workers=workers, progress=progress)
     if report.failed:
         raise RadpathError(f"preprocessing failed for {len(report.failed)} image(s), first: "

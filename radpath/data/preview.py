@@ -71,11 +71,13 @@ def _mammo_cell(item: Preprocessed) -> np.ndarray:
 
 
 def _histo_cell(item: Preprocessed) -> np.ndarray:
+    """Up to four of the image's most tissue-rich tiles, as large as the cell allows."""
     tiles: Sequence[np.ndarray] = list(item.image[:4])
-    half = CELL // 2
-    small = [cv2.resize(t, (half, half), interpolation=cv2.INTER_AREA) for t in tiles]
-    small += [np.full((half, half, 3), 255, np.uint8)] * (4 - len(small))
-    cell = np.vstack([np.hstack(small[:2]), np.hstack(small[2:4])])
+    side = 1 if len(tiles) == 1 else 2
+    size = CELL // side
+    small = [cv2.resize(t, (size, size), interpolation=cv2.INTER_AREA) for t in tiles]
+    small += [np.full((size, size, 3), 255, np.uint8)] * (side * side - len(small))
+    cell = np.vstack([np.hstack(small[row * side:(row + 1) * side]) for row in range(side)])
     if not item.stain_normalised:
         cv2.putText(cell, "raw stain", (4, CELL - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                     (200, 0, 0), 1, cv2.LINE_AA)
