@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch and torchvision must come as a matching pair (else torchvision fails to import).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -1,0 +1,178 @@
+"""The algorithm contract: ``update(batch) -> dict[str, float]`` and ``predict(batch)``.
+
+Every training algorithm wraps the same :class:`~radpath.models.crossmodal.CrossModalModel`
+and the same supervised multi-task loss, and adds only its own terms, so methods are
+compared on equal footing (DomainBed's contract). ``compute_loss`` is what the Lightning
+engine calls; ``update`` runs one optimisation step on its own, for scripts and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from radpath.algorithms.config import AlgorithmConfig
+from radpath.augment.mixstyle import TokenMixStyle
+from radpath.models.crossmodal import CrossModalModel
+from radpath.objectives.ordinal import ordinal_loss, ordinal_probabilities
+from radpath.registry import Registry
+
+Batch = Mapping[str, Tensor]
+MODALITIES = ("mammo", "histo")
+
+
+class Algorithm(nn.Module):
+    """Base class: the supervised multi-task loss, prediction and a standalone update."""
+
+    uses_mixstyle: ClassVar[bool] = False
+
+    def __init__(self, model: CrossModalModel, config: AlgorithmConfig, *,
+                 domains: Sequence[str], seed: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.domains = list(domains)
+        self.mixstyle = (TokenMixStyle(p=config.mixstyle.p, alpha=config.mixstyle.alpha,
+                                       mix=config.mixstyle.mix, seed=seed)
+                         if self.uses_mixstyle else None)
+        # Counted in a buffer so that schedules resume correctly from a checkpoint.
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        return self.model(batch, mixstyle=self.mixstyle if self.training else None)
+
+    def compute_loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """The training loss of one batch and its named terms (as floats, for logging)."""
+        out = self(batch)
+        terms = self.supervised_terms(out, batch)
+        terms.update(self.extra_terms(out, batch))
+        total = sum(weight * value for weight, value in terms.values())
+        total = self.rescale(total)
+        if self.training:
+            self.steps_done += 1
+        logs = {name: float(value.detach()) for name, (_, value) in terms.items()}
+        logs["loss"] = float(total.detach())
+        return total, logs
+
+    def rescale(self, total: Tensor) -> Tensor:
+        """Hook: a final scaling of the loss (IRM divides by its penalty weight)."""
+        return total
+
+    def extra_terms(self, out: dict[str, Tensor], batch: Batch) -> dict[str, tuple[float, Tensor]]:
+        """Hook: the algorithm's own terms as ``name -> (weight, value)``."""
+        return {}
+
+    def supervised_terms(self, out: dict[str, Tensor], batch: Batch
+                         ) -> dict[str, tuple[float, Tensor]]:
+        """Malignancy per modality and fused, grading, and localisation."""
+        weights = self.config.weights
+        known = batch["label"] >= 0
+        target = batch["malignant"].float()
+        terms = {
+            "mammo_bce": (weights.mammo, masked_bce(out["mammo_logit"], target,
+                                                    known & batch["has_mammo"])),
+            "histo_bce": (weights.histo, masked_bce(out["histo_logit"], target,
+                                                    known & batch["has_histo"])),
+            "fused_bce": (weights.fused, masked_bce(out["fused_logit"], target, known)),
+        }
+        if "grade_logits" in out:
+            classes = out["grade_logits"].shape[1] + 1
+            terms["grade"] = (weights.grade, ordinal_loss(out["grade_logits"], batch["grade"],
+                                                          classes))
+        if "view_logit" in out:
+            terms["localisation"] = (weights.localisation, self.localisation_loss(out, batch))
+        return terms
+
+    def localisation_loss(self, out: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Weak MIL loss (a patient is malignant iff some view is), plus lesion supervision.
+
+        The weak term takes the most suspicious valid view of each patient; with
+        ``lesion_supervision`` the token scores of views with annotated lesions (or of
+        normal views, whose empty map is the truth) are also trained against the lesion map.
+        """
+        views = batch["mammo_mask"]
+        most_suspicious = out["view_logit"].masked_fill(~views, -1e4).amax(dim=1)
+        weak = masked_bce(most_suspicious, batch["malignant"].float(),
+                          (batch["label"] >= 0) & batch["has_mammo"])
+        if not self.config.lesion_supervision:
+            return weak
+        known = batch["lesion_known"] & views
+        scores, maps = out["token_scores"][known], batch["lesion_map"][known]
+        if scores.numel() == 0:
+            return weak
+        # Lesions cover few tokens: weight positives up so the map does not collapse to 0.
+        positives = maps.sum().clamp(min=1.0)
+        pos_weight = ((maps.numel() - positives) / positives).clamp(max=50.0)
+        dense = F.binary_cross_entropy_with_logits(scores, maps, pos_weight=pos_weight)
+        return weak + dense
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> dict[str, Tensor]:
+        """Malignancy probabilities per modality and fused, grades, maps and attention."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(batch)
+        finally:
+            self.train(was_training)
+        result = {f"{m}_prob": torch.sigmoid(out[f"{m}_logit"]) for m in (*MODALITIES, "fused")}
+        if "grade_logits" in out:
+            result["grade_prob"] = ordinal_probabilities(out["grade_logits"])
+        for key in ("token_scores", "view_logit", "mammo_attention", "histo_attention",
+                    "mammo_proj", "histo_proj", "mammo_feat", "histo_feat"):
+            if key in out:
+                result[key] = out[key]
+        return result
+
+    def make_optimizer(self, lr: float = 3e-4, weight_decay: float = 0.05
+                       ) -> torch.optim.Optimizer:
+        """AdamW over every trainable parameter (no decay on norms, biases and scales)."""
+        decay, no_decay = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
+        return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+    def after_step(self) -> None:
+        """Hook run after each optimiser step (the contrastive scale is clamped there)."""
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One optimisation step on ``batch`` with the algorithm's own optimiser."""
+        if self._optimizer is None:
+            self._optimizer = self.make_optimizer()
+        self.train()
+        self._optimizer.zero_grad(set_to_none=True)
+        loss, logs = self.compute_loss(batch)
+        loss.backward()
+        self._optimizer.step()
+        self.after_step()
+        return logs
+
+
+def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean BCE over ``mask``; a zero that keeps the graph when nothing is selected."""
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[mask], target[mask])
+
+
+def modality_rows(out: dict[str, Tensor], batch: Batch, modality: str
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Logits, targets, domain ids and features of the labelled units having ``modality``."""
+    rows = batch[f"has_{modality}"] & (batch["label"] >= 0)
+    return (out[f"{modality}_logit"][rows], batch["malignant"].float()[rows],
+            batch[f"{modality}_domain"][rows], out[f"{modality}_feat"][rows])
+
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
+
+
+def register_algorithm(name: str):
+    """Class decorator registering an algorithm under ``name``."""
+    return ALGORITHMS.register(name)

@@ -1,0 +1,57 @@
+"""Typed settings of the training algorithms (every field has a default and a reason)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LossWeights(_Strict):
+    """Multi-task weights; a zero weight switches the term off."""
+
+    mammo: float = Field(1.0, ge=0)
+    histo: float = Field(1.0, ge=0)
+    fused: float = Field(1.0, ge=0)
+    grade: float = Field(0.5, ge=0)
+    localisation: float = Field(0.5, ge=0)
+    contrastive: float = Field(0.5, ge=0)
+
+
+class IrmSettings(_Strict):
+    """IRMv1 (DomainBed defaults scaled to short runs)."""
+
+    weight: float = Field(10.0, ge=0, description="penalty weight after annealing")
+    anneal_steps: int = Field(100, ge=0, description="steps with weight 1 before the jump")
+
+
+class MixStyleSettings(_Strict):
+    """MixStyle on ViT tokens of the shallow blocks listed in model.backbone.mixstyle_layers."""
+
+    p: float = Field(0.5, ge=0, le=1)
+    alpha: float = Field(0.1, gt=0)
+    mix: Literal["random", "crossdomain"] = "crossdomain"
+
+
+class AlgorithmConfig(_Strict):
+    """Which algorithm trains the model, and its hyperparameters.
+
+    Attributes:
+        name: a registered algorithm: ``erm``, ``irm``, ``mixstyle``, ``coral``,
+            ``groupdro`` or ``paper`` (contrastive + MixStyle + IRM).
+        lesion_supervision: train the localisation head on lesion circles where the
+            manifest has them (else it learns weakly, from image labels only).
+    """
+
+    name: str = "erm"
+    weights: LossWeights = LossWeights()
+    irm: IrmSettings = IrmSettings()
+    mixstyle: MixStyleSettings = MixStyleSettings()
+    temperature: float = Field(0.07, gt=0, description="initial contrastive temperature")
+    coral_weight: float = Field(1.0, ge=0)
+    groupdro_eta: float = Field(0.01, gt=0)
+    lesion_supervision: bool = True

@@ -1,0 +1,23 @@
+"""Deep CORAL (Sun & Saenko 2016): align feature means and covariances across domains."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from radpath.algorithms.base import MODALITIES, Algorithm, Batch, modality_rows, register_algorithm
+from radpath.objectives.dg import coral_penalty
+
+
+@register_algorithm("coral")
+class CORAL(Algorithm):
+    """ERM plus the CORAL penalty between the patient features of each pair of domains."""
+
+    def extra_terms(self, out: dict[str, Tensor], batch: Batch):
+        penalty = out["fused_logit"].sum() * 0.0
+        for modality in MODALITIES:
+            _, _, domains, features = modality_rows(out, batch, modality)
+            groups = [features[domains == d] for d in domains.unique() if d >= 0]
+            groups = [g for g in groups if len(g) >= 2]  # a covariance needs two samples
+            if len(groups) >= 2:
+                penalty = penalty + coral_penalty(groups)
+        return {"coral": (self.config.coral_weight, penalty)}

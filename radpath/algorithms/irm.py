@@ -1,0 +1,47 @@
+"""Invariant risk minimisation (IRMv1, Arjovsky et al. 2019), per modality and domain."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from radpath.algorithms.base import MODALITIES, Algorithm, Batch, modality_rows, register_algorithm
+from radpath.objectives.irm import IrmSchedule, check_domains, irm_penalty_by_domain
+
+
+def irm_term(algorithm: Algorithm, out: dict[str, Tensor], batch: Batch) -> Tensor:
+    """The IRM penalty of each modality's logits across that modality's domains, summed."""
+    penalty = out["fused_logit"].sum() * 0.0
+    for modality in MODALITIES:
+        logits, targets, domains, _ = modality_rows(out, batch, modality)
+        if logits.numel():
+            penalty = penalty + irm_penalty_by_domain(logits, targets, domains)
+    return penalty
+
+
+class IrmMixin:
+    """The IRM penalty with DomainBed's annealing: weight 1, then ``irm.weight``."""
+
+    def _init_irm(self: Algorithm) -> None:
+        check_domains(self.domains)
+        settings = self.config.irm
+        self.irm_schedule = IrmSchedule(weight=settings.weight, anneal_steps=settings.anneal_steps)
+
+    def irm_weight(self: Algorithm) -> float:
+        return self.irm_schedule.weight_at(int(self.steps_done))
+
+    def rescale(self: Algorithm, total: Tensor) -> Tensor:
+        # As in the IRM authors' code: keep the gradient scale stable once the weight jumps.
+        weight = self.irm_weight()
+        return total / weight if weight > 1.0 else total
+
+
+@register_algorithm("irm")
+class IRM(IrmMixin, Algorithm):
+    """ERM plus the IRMv1 penalty across domains."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_irm()
+
+    def extra_terms(self, out, batch):
+        return {"irm": (self.irm_weight(), irm_term(self, out, batch))}

@@ -1,0 +1,37 @@
+"""The paper's recipe: contrastive cross-modal alignment + MixStyle + IRM.
+
+Patient embeddings of the two modalities are pulled together by a symmetric InfoNCE loss
+(label-aware when the pairs are pseudo-pairs), token statistics are mixed across domains
+in the shallow blocks, and the IRMv1 penalty asks each modality's classifier to be optimal
+in every domain at once.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from radpath.algorithms.base import Algorithm, Batch, register_algorithm
+from radpath.algorithms.irm import IrmMixin, irm_term
+from radpath.objectives.contrastive import SymmetricInfoNCE
+
+
+@register_algorithm("paper")
+class Paper(IrmMixin, Algorithm):
+    """Contrastive alignment + MixStyle + IRM on the shared-backbone model."""
+
+    uses_mixstyle = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_irm()
+        self.contrastive = SymmetricInfoNCE(init_temperature=self.config.temperature)
+
+    def extra_terms(self, out: dict[str, Tensor], batch: Batch):
+        both = batch["has_mammo"] & batch["has_histo"]
+        alignment = self.contrastive(out["mammo_proj"][both], out["histo_proj"][both],
+                                     batch["label"][both], batch["pairing"][both])
+        return {"contrastive": (self.config.weights.contrastive, alignment),
+                "irm": (self.irm_weight(), irm_term(self, out, batch))}
+
+    def after_step(self) -> None:
+        self.contrastive.clamp_()

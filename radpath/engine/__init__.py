@@ -1,0 +1,1 @@
+"""Training engine: patient-bag data, the Lightning module, checkpoints and run records."""

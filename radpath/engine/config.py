@@ -1,0 +1,126 @@
+"""The training configuration: typed, validated, loaded from YAML, overridable with --set.
+
+The resolved configuration (defaults filled in) is written into every run folder, so a
+run can be repeated from its folder alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from radpath.algorithms.config import AlgorithmConfig
+from radpath.engine.data import DataConfig
+from radpath.errors import ConfigError
+from radpath.models.crossmodal import ModelConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OptimConfig(_Strict):
+    """Optimiser and schedule: AdamW, linear warm-up, cosine decay."""
+
+    lr: float = Field(3e-4, gt=0)
+    backbone_lr_scale: float = Field(1.0, gt=0, description="backbone lr = lr * this")
+    weight_decay: float = Field(0.05, ge=0)
+    epochs: int = Field(10, ge=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+
+
+class TrainerConfig(_Strict):
+    """Where and how Lightning runs."""
+
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    deterministic: bool = True
+    early_stopping_patience: int = Field(5, ge=0, description="0 disables early stopping")
+    log_every_n_steps: int = Field(5, ge=1)
+    progress_bar: bool = True
+    val_every_n_epochs: int = Field(1, ge=1)
+    limit_train_batches: float | int = 1.0
+
+
+class SplitConfig(_Strict):
+    """How a manifest without a ``split`` column is split (by patient, stratified)."""
+
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+
+class TrainConfig(_Strict):
+    """Everything that decides a training run."""
+
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    optim: OptimConfig = OptimConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    split: SplitConfig = SplitConfig()
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read ``path`` (YAML), apply ``key.sub=value`` overrides and validate.
+
+    Raises:
+        ConfigError: naming the key and what was expected.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        raw = loaded
+    for override in overrides:
+        _apply_override(raw, override)
+    return validate_config(raw, source=str(path) if path else "config")
+
+
+def validate_config(raw: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Validate a plain mapping into a :class:`TrainConfig`; errors name every bad key."""
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            given = error.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            problems.append(f"{key}: {error['msg']}{shown}")
+        raise ConfigError(f"{source}: invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {override!r}")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a group of settings")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+
+
+def dump_config(config: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved configuration as YAML (atomically)."""
+    from radpath.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return Path(path)

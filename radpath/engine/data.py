@@ -1,0 +1,357 @@
+"""Patient bags: manifest units to the tensors of :mod:`radpath.engine.batch`.
+
+A *unit* is a true pair or a pseudo-pair (records sharing a ``pair_id``), or else one
+patient. Each unit becomes one dataset item: its mammogram views (at most ``max_views``)
+and a bag of H&E tiles pooled over all its histology images (at most ``max_tiles``).
+Items hold variable numbers of views and tiles; :func:`collate_patients` pads them.
+
+Arrays come from the preprocessing cache (computed on a miss). Tensors are normalised:
+
+* mammograms: ``(x - 0.5) / 0.25`` on the [0, 1] preprocessed image, so the breast sits
+  roughly around zero and the (zero) background at -2;
+* H&E tiles: ImageNet mean and standard deviation, after augmentation, as pretrained
+  backbones expect.
+
+Training draws (tile subsets, augmentation) come from ``np.random.default_rng((seed,
+epoch, index))``, so an item depends on the seed, the epoch and its index only, never on
+the worker that loads it. Call :meth:`PatientBagDataset.set_epoch` before each epoch; with
+``persistent_workers=True`` the workers keep the epoch they were started with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydantic
+import torch
+from torch.utils.data import Dataset
+
+from radpath.data.cache import ArrayCache
+from radpath.data.histo import hed_jitter
+from radpath.data.manifest import Manifest, Record
+from radpath.data.pairing import pairing_mode as _records_pairing_mode
+from radpath.data.pairing import patient_label
+from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
+from radpath.engine.batch import LABEL_CODES, MALIGNANT, PAIRING_CODES
+
+MAMMO_MEAN, MAMMO_STD = 0.5, 0.25
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+class DataConfig(pydantic.BaseModel):
+    """How units become tensors.
+
+    Attributes:
+        preprocess: the preprocessing whose cached arrays are read.
+        cache_dir: the preprocessing cache folder.
+        max_views: mammogram views kept per unit (the first in a stable order).
+        max_tiles: H&E tiles per unit (a random subset when training, else the first).
+        patch_size: the ViT patch size; lesion maps are on the ``size // patch_size`` grid.
+        augment: augment training items (never evaluation items).
+        hed_sigma: HED jitter scale half-width for the tiles.
+        hed_bias: HED jitter shift half-width for the tiles.
+        flip: random flips and quarter turns of the tiles (H&E has no orientation;
+            mammograms are never flipped: their canonical laterality matters).
+        mammo_gamma: range of the random mammogram gamma (drawn log-uniformly).
+        mammo_noise: standard deviation of the Gaussian noise added to mammograms.
+        num_workers: DataLoader worker processes.
+        batch_size: units per batch.
+        grade_column: the record field holding the ordinal grade.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    preprocess: PreprocessConfig = PreprocessConfig()
+    cache_dir: str = ".radpath-cache"
+    max_views: int = pydantic.Field(4, ge=1)
+    max_tiles: int = pydantic.Field(8, ge=1)
+    patch_size: int = pydantic.Field(16, ge=1)
+    augment: bool = True
+    hed_sigma: float = pydantic.Field(0.03, ge=0.0)
+    hed_bias: float = pydantic.Field(0.03, ge=0.0)
+    flip: bool = True
+    mammo_gamma: tuple[float, float] = (0.8, 1.25)
+    mammo_noise: float = pydantic.Field(0.01, ge=0.0)
+    num_workers: int = pydantic.Field(0, ge=0)
+    batch_size: int = pydantic.Field(8, ge=1)
+    grade_column: str = "grade"
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        low, high = self.mammo_gamma
+        if not 0 < low <= high:
+            raise ValueError(f"mammo_gamma must satisfy 0 < low <= high, got {self.mammo_gamma}")
+        size = self.preprocess.mammo.size
+        if size % self.patch_size:
+            raise ValueError(f"preprocess.mammo.size ({size}) must be a multiple of "
+                             f"patch_size ({self.patch_size})")
+        return self
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The records of one unit and its unit-level metadata."""
+
+    unit_id: str
+    mammo: tuple[Record, ...]
+    histo: tuple[Record, ...]
+    label: str
+    grade: int
+    pairing: str
+    mammo_domain: str
+    histo_domain: str
+    patient_ids: tuple[str, ...]
+
+
+def _unit_key(record: Record) -> str:
+    if record.pairing in ("true", "pseudo") and record.pair_id:
+        return record.pair_id
+    return record.patient_id
+
+
+def _grade(records: Sequence[Record], column: str) -> int:
+    """The highest grade among the records, or -1 when none has one."""
+    grades = [int(float(v)) for r in records if (v := str(getattr(r, column, "")).strip())]
+    return max(grades, default=-1)
+
+
+def build_units(records: Sequence[Record], *, max_views: int,
+                grade_column: str = "grade") -> list[Unit]:
+    """Group records into units, in order of first appearance.
+
+    Mammograms are ordered by (laterality, view, image id) and cut to ``max_views``;
+    histology images are ordered by image id.
+    """
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(_unit_key(record), []).append(record)
+    units = []
+    for unit_id, members in groups.items():
+        mammo = sorted((r for r in members if r.modality == "mammo"),
+                       key=lambda r: (r.laterality, r.view, r.image_id))[:max_views]
+        histo = sorted((r for r in members if r.modality == "histo"), key=lambda r: r.image_id)
+        units.append(Unit(
+            unit_id=unit_id, mammo=tuple(mammo), histo=tuple(histo),
+            label=patient_label(members), grade=_grade(members, grade_column),
+            pairing=members[0].pairing or "unpaired",
+            mammo_domain=mammo[0].domain if mammo else "",
+            histo_domain=histo[0].domain if histo else "",
+            patient_ids=tuple(dict.fromkeys(r.patient_id for r in members))))
+    return units
+
+
+def lesion_map(lesions: np.ndarray, size: int, patch: int) -> np.ndarray:
+    """A (size // patch)^2 map: 1 on cells whose centre lies inside a lesion circle.
+
+    Args:
+        lesions: (K, 3) circles ``x, y, r`` in pixels of the ``size`` x ``size`` image.
+        size: side of the image.
+        patch: side of a grid cell.
+
+    Returns:
+        float32 (g, g) map. A lesion smaller than a cell still marks the cell holding its
+        centre.
+    """
+    grid = size // patch
+    out = np.zeros((grid, grid), dtype=np.float32)
+    centres = (np.arange(grid, dtype=np.float64) + 0.5) * patch
+    for x, y, r in np.asarray(lesions, dtype=np.float64).reshape(-1, 3):
+        inside = (centres[None, :] - x) ** 2 + (centres[:, None] - y) ** 2 <= r * r
+        out[inside] = 1.0
+        i, j = math.floor(y / patch), math.floor(x / patch)
+        if 0 <= i < grid and 0 <= j < grid:
+            out[i, j] = 1.0
+    return out
+
+
+def _interleave(stacks: Sequence[np.ndarray]) -> np.ndarray:
+    """Tiles of several images, rank by rank: every image's best tile, then the second..."""
+    order = sorted((rank, k) for k, s in enumerate(stacks) for rank in range(len(s)))
+    return np.stack([stacks[k][rank] for rank, k in order])
+
+
+def _augment_mammo(image: np.ndarray, rng: np.random.Generator,
+                   config: DataConfig) -> np.ndarray:
+    low, high = config.mammo_gamma
+    gamma = math.exp(rng.uniform(math.log(low), math.log(high)))
+    out = np.power(np.clip(image, 0.0, 1.0), gamma)
+    if config.mammo_noise > 0:
+        out = out + rng.normal(0.0, config.mammo_noise, out.shape)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _augment_tile(tile: np.ndarray, rng: np.random.Generator, config: DataConfig) -> np.ndarray:
+    if config.hed_sigma > 0 or config.hed_bias > 0:
+        tile = hed_jitter(tile, rng, sigma=config.hed_sigma, bias=config.hed_bias)
+    if config.flip:
+        tile = np.rot90(tile, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            tile = tile[:, ::-1]
+    return tile
+
+
+class PatientBagDataset(Dataset):
+    """One item per unit: variable-length views and tiles, padded by :func:`collate_patients`.
+
+    Args:
+        manifest: the records (with pairing columns; unpaired records are single patients).
+        config: how to build the tensors.
+        split: keep only records of this split; ``None`` keeps all.
+        train: sample tile subsets at random and augment (if ``config.augment``).
+        seed: seed of the training draws.
+        domains: the domain vocabulary; defaults to the sorted domains of the kept records.
+            Pass the training set's vocabulary to validation and test sets; domains outside
+            it (and empty domains) map to -1.
+
+    Attributes:
+        units: the units, in order of first appearance.
+        labels: label code per unit (:data:`radpath.engine.batch.LABEL_CODES`).
+        domain_keys: per unit ``"mammo_domain|histo_domain"``, for balanced sampling.
+        num_grades: the highest grade + 1, or 0 when no unit has a grade.
+    """
+
+    def __init__(self, manifest: Manifest, config: DataConfig, *, split: str | None = None,
+                 train: bool = False, seed: int = 0,
+                 domains: Sequence[str] | None = None) -> None:
+        self.config = config
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.records = [r.with_(path=str(manifest.resolve_path(r))) for r in manifest
+                        if split is None or r.split == split]
+        if domains is None:
+            domains = sorted({r.domain for r in self.records if r.domain})
+        self.domains = tuple(domains)
+        self._domain_index = {name: i for i, name in enumerate(self.domains)}
+        self.units = build_units(self.records, max_views=config.max_views,
+                                 grade_column=config.grade_column)
+        self.labels = np.array([LABEL_CODES[u.label] for u in self.units], dtype=np.int64)
+        self.domain_keys = [f"{u.mammo_domain}|{u.histo_domain}" for u in self.units]
+        self.num_grades = max((u.grade for u in self.units), default=-1) + 1
+        self._worker: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The preprocessor and cache are per process: rebuilt lazily after unpickling.
+        return {**self.__dict__, "_worker": {}}
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose tile draws and augmentations the items use."""
+        self.epoch = int(epoch)
+
+    def domain_index(self, name: str) -> int:
+        """The domain's index in the vocabulary, or -1."""
+        return self._domain_index.get(name, -1)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        unit = self.units[index]
+        augment = self.train and self.config.augment
+        rng = np.random.default_rng((self.seed, self.epoch, index)) if self.train else None
+        mammo, maps, known = self._mammo(unit, rng if augment else None)
+        histo = self._histo(unit, rng, augment)
+        code = LABEL_CODES[unit.label]
+        return {
+            "unit_id": unit.unit_id,
+            "mammo": mammo, "lesion_map": maps, "lesion_known": known, "histo": histo,
+            "has_mammo": torch.tensor(len(mammo) > 0), "has_histo": torch.tensor(len(histo) > 0),
+            "label": torch.tensor(code, dtype=torch.long),
+            "malignant": torch.tensor(float(code == MALIGNANT)),
+            "grade": torch.tensor(unit.grade, dtype=torch.long),
+            "mammo_domain": torch.tensor(self._domain_or_absent(unit.mammo_domain, unit.mammo)),
+            "histo_domain": torch.tensor(self._domain_or_absent(unit.histo_domain, unit.histo)),
+            "pairing": torch.tensor(PAIRING_CODES[unit.pairing], dtype=torch.long),
+        }
+
+    def _domain_or_absent(self, name: str, records: Sequence[Record]) -> int:
+        return self.domain_index(name) if records else -1
+
+    def _load(self, record: Record) -> dict[str, np.ndarray]:
+        if not self._worker:
+            self._worker = {"cache": ArrayCache(self.config.cache_dir),
+                            "pre": RecordPreprocessor(self.config.preprocess)}
+        return load_cached(record, self._worker["cache"], self._worker["pre"])
+
+    def _mammo(self, unit: Unit, rng: np.random.Generator | None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size, patch = self.config.preprocess.mammo.size, self.config.patch_size
+        images, maps, known = [], [], []
+        for record in unit.mammo:
+            arrays = self._load(record)
+            image = arrays["image"].astype(np.float32)
+            if rng is not None:
+                image = _augment_mammo(image, rng, self.config)
+            images.append((image - MAMMO_MEAN) / MAMMO_STD)
+            maps.append(lesion_map(arrays.get("lesions", np.zeros((0, 3))), size, patch))
+            known.append(bool(record.lesions) or record.label == "normal")
+        grid = size // patch
+        return (torch.from_numpy(np.stack(images)[:, None].astype(np.float32)) if images
+                else torch.zeros(0, 1, size, size),
+                torch.from_numpy(np.stack(maps)) if maps else torch.zeros(0, grid, grid),
+                torch.tensor(known, dtype=torch.bool))
+
+    def _histo(self, unit: Unit, rng: np.random.Generator | None,
+               augment: bool) -> torch.Tensor:
+        tile = self.config.preprocess.histo.tile_size
+        if not unit.histo:
+            return torch.zeros(0, 3, tile, tile)
+        tiles = _interleave([self._load(r)["image"] for r in unit.histo])
+        keep = self.config.max_tiles
+        if rng is not None and len(tiles) > keep:
+            tiles = tiles[np.sort(rng.choice(len(tiles), size=keep, replace=False))]
+        tiles = tiles[:keep]
+        if augment and rng is not None:
+            tiles = np.stack([_augment_tile(t, rng, self.config) for t in tiles])
+        scaled = (tiles.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
+
+
+def _pad(tensors: Sequence[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (n_i, ...) tensors into (B, length, ...) with zeros, and the (B, length) mask."""
+    out = torch.zeros(len(tensors), length, *tensors[0].shape[1:], dtype=tensors[0].dtype)
+    mask = torch.zeros(len(tensors), length, dtype=torch.bool)
+    for b, tensor in enumerate(tensors):
+        out[b, : len(tensor)] = tensor
+        mask[b, : len(tensor)] = True
+    return out, mask
+
+
+def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pad views and tiles to the batch's longest unit (at least 1) into the batch contract.
+
+    Returns:
+        The keys of :mod:`radpath.engine.batch` with their shapes and dtypes, plus
+        ``unit_id`` (a list of strings).
+    """
+    if not items:
+        raise ValueError("collate_patients needs at least one item")
+    views = max(1, *(len(item["mammo"]) for item in items))
+    tiles = max(1, *(len(item["histo"]) for item in items))
+    batch: dict[str, Any] = {"unit_id": [item["unit_id"] for item in items]}
+    batch["mammo"], batch["mammo_mask"] = _pad([i["mammo"] for i in items], views)
+    batch["histo"], batch["histo_mask"] = _pad([i["histo"] for i in items], tiles)
+    batch["lesion_map"], _ = _pad([i["lesion_map"] for i in items], views)
+    batch["lesion_known"], _ = _pad([i["lesion_known"] for i in items], views)
+    for key in ("has_mammo", "has_histo", "label", "malignant", "grade", "mammo_domain",
+                "histo_domain", "pairing"):
+        batch[key] = torch.stack([item[key] for item in items])
+    return batch
+
+
+def unit_table(dataset: PatientBagDataset) -> list[dict[str, Any]]:
+    """Light metadata per unit, for samplers and evaluation (no image is read)."""
+    return [{"unit_id": u.unit_id, "label": LABEL_CODES[u.label],
+             "mammo_domain": u.mammo_domain, "histo_domain": u.histo_domain,
+             "pairing": u.pairing, "has_mammo": bool(u.mammo), "has_histo": bool(u.histo),
+             "patient_ids": list(u.patient_ids)} for u in dataset.units]
+
+
+def pairing_mode(dataset: PatientBagDataset) -> str:
+    """The pairing the dataset's records use: ``true``, ``pseudo``, ``mixed`` or ``none``."""
+    return _records_pairing_mode(Manifest(dataset.records))

@@ -1,0 +1,142 @@
+"""The Lightning module: an algorithm, its optimiser and schedule, validation AUCs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from radpath.algorithms.base import Algorithm
+from radpath.engine.config import OptimConfig
+from radpath.errors import RadpathError
+from radpath.evaluation.metrics import auc_with_ci
+
+PREDICTED = ("mammo", "histo", "fused")
+
+
+class NonFiniteLossError(RadpathError):
+    """The training loss became NaN or infinite."""
+
+
+class RadpathModule(L.LightningModule):
+    """Trains any registered :class:`Algorithm` and validates it by AUC."""
+
+    def __init__(self, algorithm: Algorithm, optim: OptimConfig, *, seed: int = 0) -> None:
+        super().__init__()
+        self.algorithm = algorithm
+        self.optim = optim
+        self.seed = seed
+        self._val_outputs: list[dict[str, Tensor]] = []
+        self.val_metrics: dict[str, Any] = {}
+
+    def on_train_epoch_start(self) -> None:
+        # Epoch-seeded randomness makes a run resumed at an epoch boundary retrace the
+        # uninterrupted one: tile draws, augmentation and MixStyle all restart from here.
+        epoch = self.current_epoch
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        if self.algorithm.mixstyle is not None:
+            self.algorithm.mixstyle.reseed(self.seed * 100_003 + epoch)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        schedule = getattr(self.algorithm, "irm_schedule", None)
+        if schedule is not None and schedule.just_annealed(int(self.algorithm.steps_done)):
+            # DomainBed resets Adam when the IRM weight jumps: its moments were estimated
+            # under gradients of a very different scale.
+            for optimizer in self.trainer.optimizers:
+                optimizer.state.clear()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, logs = self.algorithm.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (terms: {logs}); training stopped and the last good "
+                f"checkpoint was kept. Lower optim.lr or check the data.")
+        size = int(batch["label"].shape[0])
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=size,
+                      on_step=True, on_epoch=False, sync_dist=False)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After backward and the optimiser step: clamping parameters in place any earlier
+        # would modify a tensor the backward pass still needs.
+        self.algorithm.after_step()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        predictions = self.algorithm.predict(batch)
+        kept = {f"{m}_prob": predictions[f"{m}_prob"].float() for m in PREDICTED}
+        kept.update({key: batch[key] for key in ("label", "has_mammo", "has_histo")})
+        self._val_outputs.append({k: v.detach() for k, v in kept.items()})
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        merged = {k: torch.cat([o[k] for o in self._val_outputs]) for k in self._val_outputs[0]}
+        self._val_outputs.clear()
+        if self.trainer.world_size > 1:
+            merged = {k: v.reshape(-1) for k, v in self.all_gather(merged).items()}
+        self.val_metrics = validation_aucs(merged)
+        values = [m.value for m in self.val_metrics.values() if not math.isnan(m.value)]
+        fused = self.val_metrics["fused"].value
+        # Monitor the fused AUC; with one class in validation no AUC exists, so 0.0 keeps
+        # checkpointing and early stopping well defined (and is logged as such).
+        monitored = fused if not math.isnan(fused) else (float(np.mean(values)) if values
+                                                          else 0.0)
+        self.log("val_auc", monitored, prog_bar=True, sync_dist=False)
+        for name, estimate in self.val_metrics.items():
+            if not math.isnan(estimate.value):
+                self.log(f"val/auc_{name}", estimate.value, sync_dist=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.algorithm.make_optimizer(self.optim.lr, self.optim.weight_decay)
+        backbone = {id(p) for p in self.algorithm.model.backbone.parameters()}
+        if self.optim.backbone_lr_scale != 1.0:
+            optimizer = _split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * self.optim.warmup_epochs / self.optim.epochs)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def validation_aucs(merged: dict[str, Tensor]) -> dict[str, Any]:
+    """Unit-level malignancy AUC with 95% CI per modality and fused."""
+    label = merged["label"].cpu().numpy()
+    known = label >= 0
+    results = {}
+    for modality in PREDICTED:
+        rows = known.copy()
+        if modality != "fused":
+            rows &= merged[f"has_{modality}"].cpu().numpy().astype(bool)
+        scores = merged[f"{modality}_prob"].cpu().numpy()[rows]
+        results[modality] = auc_with_ci((label[rows] == 2).astype(int), scores, n_boot=500)
+    return results
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _split_backbone_lr(optimizer: torch.optim.Optimizer, backbone: set[int],
+                       scale: float) -> torch.optim.Optimizer:
+    groups = []
+    for group in optimizer.param_groups:
+        for in_backbone in (True, False):
+            params = [p for p in group["params"] if (id(p) in backbone) == in_backbone]
+            if params:
+                lr = group["lr"] * (scale if in_backbone else 1.0)
+                groups.append({**group, "params": params, "lr": lr})
+    return type(optimizer)(groups, lr=optimizer.defaults["lr"])

@@ -1,0 +1,206 @@
+"""``train``: manifests and a config in, a run folder out.
+
+The run folder holds ``config.yaml`` (the resolved config), ``run.json`` (commit, package
+versions, manifest hashes, pairing mode, seed, device, timings, final validation metrics),
+``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (written atomically by Lightning),
+and TensorBoard logs under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from radpath.algorithms import ALGORITHMS, Algorithm
+from radpath.data.manifest import Manifest, read_manifest
+from radpath.data.pairing import pair_modalities, pairing_mode
+from radpath.data.preprocess import cache_manifest
+from radpath.data.splits import check_leakage, split_patients
+from radpath.engine.config import TrainConfig, dump_config
+from radpath.engine.data import PatientBagDataset, collate_patients
+from radpath.engine.module import NonFiniteLossError, RadpathModule
+from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
+from radpath.engine.sampler import BalancedUnitSampler
+from radpath.errors import ConfigError, RadpathError
+from radpath.models.crossmodal import CrossModalModel
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a finished run put its outputs, and its final validation metrics."""
+
+    out_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    val_metrics: dict[str, Any]
+    wall_seconds: float
+
+
+def prepare_manifest(paths: Sequence[str | Path], config: TrainConfig) -> Manifest:
+    """Combine manifests; pair and split them if not done yet; refuse leaks and no labels."""
+    if not paths:
+        raise ConfigError("at least one --manifest is needed")
+    records = [record for path in paths for record in read_manifest(path)]
+    manifest = Manifest(records)
+    if not any(r.label for r in manifest):
+        raise RadpathError("the manifests have no labels: training needs a 'label' column "
+                           "with normal, benign or malignant values")
+    if not all(r.pairing for r in manifest):
+        manifest = pair_modalities(manifest, seed=config.seed)
+    if not all(r.split for r in manifest):
+        manifest = split_patients(manifest, fractions=config.split.fractions, seed=config.seed)
+    check_leakage(manifest)
+    for split in ("train", "val"):
+        if not any(r.split == split for r in manifest):
+            raise RadpathError(f"no patient falls in the '{split}' split; give more patients "
+                               f"or change split.fractions")
+    return manifest
+
+
+def build_algorithm(config: TrainConfig, domains: Sequence[str], num_grades: int) -> Algorithm:
+    """The model and algorithm a config describes (grading head sized from the data)."""
+    model_config = config.model
+    if model_config.num_grades == 0 and num_grades >= 2:
+        model_config = model_config.model_copy(update={"num_grades": num_grades})
+    model = CrossModalModel(model_config)
+    algorithm_class = ALGORITHMS.get(config.algorithm.name)
+    return algorithm_class(model, config.algorithm, domains=domains, seed=config.seed)
+
+
+def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
+    data = config.data
+    train_set = PatientBagDataset(manifest, data, split="train", train=True, seed=config.seed)
+    val_set = PatientBagDataset(manifest, data, split="val", train=False, seed=config.seed,
+                                domains=train_set.domains)
+    sampler = BalancedUnitSampler(train_set.labels, train_set.domain_keys, seed=config.seed)
+    # Workers are not persistent: each epoch's workers must see the dataset's new epoch.
+    common = {"collate_fn": collate_patients, "num_workers": data.num_workers}
+    return (DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, drop_last=False,
+                       **common),
+            DataLoader(val_set, batch_size=data.batch_size, shuffle=False, **common))
+
+
+def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path, *,
+          resume: bool = False, callbacks: Sequence[Callback] = (),
+          workers: int | None = None) -> RunResult:
+    """Train ``config`` on ``manifests`` into the run folder ``out``."""
+    started = time.perf_counter()
+    out = Path(out)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise RadpathError(f"cannot resume: {last} does not exist")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    manifest = prepare_manifest(manifests, config)
+    cache_manifest(manifest, config.data.cache_dir, config.data.preprocess, workers=workers,
+                   progress=config.trainer.progress_bar)
+    train_loader, val_loader = make_loaders(manifest, config)
+    train_set = train_loader.dataset
+    algorithm = build_algorithm(config, train_set.domains, train_set.num_grades)
+    module = RadpathModule(algorithm, config.optim, seed=config.seed)
+    record = _initial_record(config, manifest, manifests, train_set, algorithm)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out / "config.yaml")
+    write_json({**record, "status": "running"}, out / "run.json")
+    trainer = _trainer(config, out, callbacks)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
+                    weights_only=True)
+    except (KeyboardInterrupt, SystemExit, NonFiniteLossError) as exc:
+        # Lightning turns Ctrl-C into SystemExit after a graceful shutdown.
+        if trainer.is_global_zero:
+            write_json({**record, "status": "interrupted", "reason": str(exc) or
+                        type(exc).__name__, "resume_from": str(last)}, out / "run.json")
+        raise
+    best = _best_path(trainer)
+    metrics = {k: v.as_dict() for k, v in module.val_metrics.items()}
+    wall = time.perf_counter() - started
+    record.update(status="finished", finished=_now(), wall_seconds=round(wall, 2),
+                  epochs_run=trainer.current_epoch, global_steps=trainer.global_step,
+                  best_checkpoint=str(best) if best else None, final_val_metrics=metrics)
+    if trainer.is_global_zero:
+        write_json(record, out / "run.json")
+    return RunResult(out, best, last, metrics, wall)
+
+
+def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Trainer:
+    settings = config.trainer
+    folder = out / "checkpoints"
+    best = ModelCheckpoint(dirpath=folder, filename="best", monitor="val_auc", mode="max",
+                           save_top_k=1, enable_version_counter=False)
+    # A second, unmonitored checkpoint keeps the latest epoch: Lightning's own save_last
+    # only writes when the monitored checkpoint improved.
+    latest = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
+                             every_n_epochs=1, enable_version_counter=False)
+    callbacks: list[Callback] = [best, latest, *extra]
+    if settings.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
+                                       patience=settings.early_stopping_patience))
+    if settings.progress_bar:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    strategy = settings.strategy
+    if strategy == "ddp":
+        # Batches may lack a modality, leaving its adapter unused in that step.
+        strategy = "ddp_find_unused_parameters_true"
+    return L.Trainer(
+        accelerator=settings.accelerator, devices=settings.devices, num_nodes=settings.num_nodes,
+        strategy=strategy, precision=settings.precision, deterministic=settings.deterministic,
+        max_epochs=config.optim.epochs,
+        accumulate_grad_batches=config.optim.accumulate_grad_batches,
+        gradient_clip_val=config.optim.grad_clip or None, callbacks=callbacks,
+        logger=TensorBoardLogger(out, name="tensorboard", version=""),
+        log_every_n_steps=settings.log_every_n_steps, enable_progress_bar=settings.progress_bar,
+        check_val_every_n_epoch=settings.val_every_n_epochs,
+        limit_train_batches=settings.limit_train_batches, enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def _best_path(trainer: L.Trainer) -> Path | None:
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.best_model_path:
+            return Path(callback.best_model_path)
+    return None
+
+
+def _initial_record(config: TrainConfig, manifest: Manifest, paths: Sequence[str | Path],
+                    train_set: PatientBagDataset, algorithm: Algorithm) -> dict[str, Any]:
+    return {
+        "radpath_run": 1,
+        "started": _now(),
+        "git_commit": git_commit(),
+        "packages": package_versions(),
+        "manifests": {str(p): file_sha256(p) for p in paths},
+        "pairing_mode": pairing_mode(manifest),
+        "seed": config.seed,
+        "algorithm": config.algorithm.name,
+        "device": _device(config),
+        "domains": list(train_set.domains),
+        "num_grades": int(getattr(algorithm.model.config, "num_grades", 0)),
+        "splits": {s: sum(r.split == s for r in manifest) for s in ("train", "val", "test")},
+        "units": {"train": len(train_set)},
+        "parameters": sum(p.numel() for p in algorithm.parameters()),
+    }
+
+
+def _device(config: TrainConfig) -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    return {"accelerator": config.trainer.accelerator, "devices": config.trainer.devices,
+            "strategy": config.trainer.strategy, "precision": config.trainer.precision,
+            "cuda": torch.cuda.get_device_name(0) if cuda else None,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

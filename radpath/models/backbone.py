@@ -1,0 +1,403 @@
+"""One timm vision transformer shared by mammograms and H&E tiles.
+
+Each modality has its own patch embedding (1-channel mammograms, 3-channel tiles) and its
+own lightweight adapters; the transformer blocks are shared (or, for the ablation, one
+transformer per modality). The ViT itself is timm's ``VisionTransformer``: this module only
+swaps the patch embedding and inserts adapters and MixStyle between its blocks.
+
+Backbone shapes are registered in :data:`BACKBONES`, each a small function returning
+``VisionTransformer`` keyword arguments (timm's ``@register_model`` habit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import timm
+import torch
+from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.models import adapt_input_conv
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from radpath.errors import RadpathError
+from radpath.models.adapters import LoRALinear, bottleneck_adapters, inject_lora
+from radpath.registry import Registry
+
+_log = logging.getLogger(__name__)
+
+MODALITIES = ("mammo", "histo")
+IN_CHANS = {"mammo": 1, "histo": 3}
+NUM_PREFIX_TOKENS = 1  # the CLS token; no register tokens
+
+BACKBONES: Registry[Callable[..., dict[str, Any]]] = Registry("backbone")
+
+
+@BACKBONES.register("vit_test")
+def vit_test() -> dict[str, Any]:
+    """A 2-block, 64-wide ViT for unit tests (CPU, milliseconds)."""
+    return dict(patch_size=8, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
+
+
+@BACKBONES.register("vit_mini")
+def vit_mini() -> dict[str, Any]:
+    """A 4-block, 128-wide ViT for CPU runs on real data."""
+    return dict(patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0)
+
+
+@BACKBONES.register("vit_tiny")
+def vit_tiny() -> dict[str, Any]:
+    """ViT-Ti/16 (timm ``vit_tiny_patch16_224``)."""
+    return dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
+
+
+@BACKBONES.register("vit_small")
+def vit_small() -> dict[str, Any]:
+    """ViT-S/16 (timm ``vit_small_patch16_224``)."""
+    return dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)
+
+
+@BACKBONES.register("vit_base")
+def vit_base() -> dict[str, Any]:
+    """ViT-B/16 (timm ``vit_base_patch16_224``)."""
+    return dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0)
+
+
+class BackboneConfig(pydantic.BaseModel):
+    """The shared encoder.
+
+    Attributes:
+        name: a registered backbone shape (:data:`BACKBONES`).
+        img_size: mammogram side in pixels (sets the native position-embedding grid;
+            other sizes work, the position embedding is resampled).
+        histo_img_size: histology tile side in pixels.
+        shared: one transformer for both modalities; False builds one per modality
+            (the ablation without sharing).
+        adapter: modality adapter kind: residual bottleneck after each block, LoRA on each
+            block's ``qkv``, or none.
+        adapter_dim: bottleneck width, or LoRA rank.
+        mixstyle_layers: block indices after which a MixStyle module (when one is passed
+            to the forward pass) mixes token statistics.
+        drop_path: stochastic depth rate of the last block.
+        pretrained: a local ``.safetensors``/``.pth``/``.pt`` file, or ``timm:NAME`` /
+            ``hf-hub:NAME`` to let timm download weights (needs network access).
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "vit_test"
+    img_size: int = pydantic.Field(64, ge=8)
+    histo_img_size: int = pydantic.Field(64, ge=8)
+    shared: bool = True
+    adapter: Literal["bottleneck", "lora", "none"] = "bottleneck"
+    adapter_dim: int = pydantic.Field(16, ge=1)
+    mixstyle_layers: tuple[int, ...] = ()
+    drop_path: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    pretrained: str | None = None
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}")
+        return name
+
+    @pydantic.model_validator(mode="after")
+    def _layers_exist(self) -> BackboneConfig:
+        depth = BACKBONES.get(self.name)()["depth"]
+        bad = [i for i in self.mixstyle_layers if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"mixstyle_layers {bad} outside the {depth} blocks of {self.name}")
+        return self
+
+
+class _NativeGrid(nn.Module):
+    """Stands in for the patch embedding inside timm's ``VisionTransformer``.
+
+    timm's ``_pos_embed`` reads ``patch_embed.grid_size`` as the grid the position
+    embedding was learned on, to resample it for other image sizes. The real patch
+    embeddings live per modality in :attr:`SharedBackbone.patch_embed`.
+    """
+
+    def __init__(self, grid_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError("use SharedBackbone.patch_embed[modality], not the trunk's own")
+
+
+def _patch_embed(spec: dict[str, Any], img_size: int, in_chans: int) -> PatchEmbed:
+    """A patch embedding built as timm builds it for ``dynamic_img_size=True``."""
+    return PatchEmbed(img_size=img_size, patch_size=spec["patch_size"], in_chans=in_chans,
+                      embed_dim=spec["embed_dim"], output_fmt="NHWC", strict_img_size=False)
+
+
+def _trunk(spec: dict[str, Any], img_size: int, drop_path: float) -> VisionTransformer:
+    """A timm ViT without head whose patch embedding is replaced by :class:`_NativeGrid`."""
+    vit = VisionTransformer(img_size=img_size, num_classes=0, global_pool="token",
+                            class_token=True, dynamic_img_size=True,
+                            drop_path_rate=drop_path, **spec)
+    vit.patch_embed = _NativeGrid(vit.patch_embed.grid_size)
+    return vit
+
+
+class SharedBackbone(nn.Module):
+    """timm ViT blocks shared by both modalities, with per-modality embeddings and adapters.
+
+    Args:
+        config: the backbone configuration.
+
+    Attributes:
+        embed_dim: token width ``D``.
+        patch_embed: ``{modality: PatchEmbed}``.
+        encoders: ``{"shared": ViT}``, or ``{"mammo": ViT, "histo": ViT}`` when not shared.
+        adapters: ``{modality: [BottleneckAdapter per block]}``, or None.
+        pretrained_report: what loading ``config.pretrained`` did, or None.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        spec = BACKBONES.get(config.name)()
+        self.config = config
+        self.embed_dim: int = spec["embed_dim"]
+        self.depth: int = spec["depth"]
+        sizes = {"mammo": config.img_size, "histo": config.histo_img_size}
+        self.patch_embed = nn.ModuleDict(
+            {m: _patch_embed(spec, sizes[m], IN_CHANS[m]) for m in MODALITIES})
+        trunks = {"shared": config.img_size} if config.shared else sizes
+        self.encoders = nn.ModuleDict(
+            {name: _trunk(spec, size, config.drop_path) for name, size in trunks.items()})
+        self.adapters = (bottleneck_adapters(MODALITIES, self.depth, self.embed_dim,
+                                             config.adapter_dim)
+                         if config.adapter == "bottleneck" else None)
+        if config.adapter == "lora":
+            for name, vit in self.encoders.items():
+                inject_lora(vit.blocks, MODALITIES if name == "shared" else (name,),
+                            config.adapter_dim)
+        self.pretrained_report = None
+        if config.pretrained:
+            self.pretrained_report = load_pretrained(self, config.pretrained)
+
+    def trunk(self, modality: str) -> VisionTransformer:
+        """The timm transformer that encodes ``modality``."""
+        _check_modality(modality)
+        return self.encoders["shared" if self.config.shared else modality]
+
+    def grid_size(self, modality: str, img_hw: tuple[int, int]) -> tuple[int, int]:
+        """Patch grid ``(gh, gw)`` of an image of ``img_hw`` pixels."""
+        _check_modality(modality)
+        return tuple(self.patch_embed[modality].dynamic_feat_size(tuple(img_hw)))
+
+    def forward_tokens(self, x: Tensor, modality: str, *, domains: Tensor | None = None,
+                       mixstyle: nn.Module | None = None) -> Tensor:
+        """All tokens after the final norm, CLS first: ``(B, 1 + gh * gw, D)``.
+
+        Mirrors timm's ``VisionTransformer.forward_features`` with the modality's patch
+        embedding, its adapter after every block, and ``mixstyle(tokens, domains)`` after
+        the blocks listed in ``config.mixstyle_layers``.
+
+        Args:
+            x: images ``(B, C, H, W)`` with ``C`` = 1 (mammo) or 3 (histo).
+            modality: ``"mammo"`` or ``"histo"``.
+            domains: domain index of each image, passed on to ``mixstyle``.
+            mixstyle: a module called as ``mixstyle(tokens, domains)``; None skips it.
+        """
+        vit = self.trunk(modality)
+        if x.ndim != 4 or x.shape[1] != IN_CHANS[modality]:
+            raise ValueError(f"{modality} images must be (B, {IN_CHANS[modality]}, H, W), "
+                             f"got {tuple(x.shape)}")
+        self._select_lora(vit, modality)
+        x = self.patch_embed[modality](x)
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        for index, block in enumerate(vit.blocks):
+            x = block(x)
+            if self.adapters is not None:
+                x = self.adapters[modality][index](x)
+            if mixstyle is not None and index in self.config.mixstyle_layers:
+                x = mixstyle(x, domains)
+        return vit.norm(x)
+
+    def forward(self, x: Tensor, modality: str) -> Tensor:
+        """The CLS embedding ``(B, D)``."""
+        return self.forward_tokens(x, modality)[:, 0]
+
+    def adapter_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the modality adapters (bottleneck or LoRA), not of the ViT."""
+        if self.adapters is not None:
+            yield from self.adapters.parameters()
+        for module in self.modules():
+            if isinstance(module, LoRALinear):
+                yield from module.lora_a.values()
+                yield from module.lora_b.values()
+
+    @contextlib.contextmanager
+    def set_fused_attn(self, enabled: bool) -> Iterator[None]:
+        """Switch timm's fused attention on or off in every block, restoring it on exit.
+
+        Fused attention (``scaled_dot_product_attention``) never materialises the
+        attention matrix, so hooks that explain the model need it off.
+        """
+        attns = [block.attn for vit in self.encoders.values() for block in vit.blocks]
+        previous = [attn.fused_attn for attn in attns]
+        for attn in attns:
+            attn.fused_attn = enabled
+        try:
+            yield
+        finally:
+            for attn, value in zip(attns, previous, strict=True):
+                attn.fused_attn = value
+
+    @staticmethod
+    def _select_lora(vit: VisionTransformer, modality: str) -> None:
+        # Shared blocks cannot tell which modality they see: tell the LoRA layers.
+        for module in vit.blocks.modules():
+            if isinstance(module, LoRALinear):
+                module.modality = modality
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got '{modality}'")
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+_OWN_PREFIXES = ("encoders.", "patch_embed.mammo.", "patch_embed.histo.", "adapters.")
+
+
+@dataclass(frozen=True)
+class PretrainedReport:
+    """What loading pretrained weights into a :class:`SharedBackbone` did.
+
+    Attributes:
+        source: the file or ``timm:``/``hf-hub:`` name.
+        loaded: backbone keys that received a tensor.
+        missing: backbone keys left as initialised (adapters, when loading a plain ViT).
+        unexpected: source keys the backbone has no place for (e.g. a classifier head).
+        mismatched: keys skipped because their shapes differ.
+    """
+
+    source: str
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[str, ...]
+
+    def summary(self) -> str:
+        return (f"pretrained {self.source}: {len(self.loaded)} tensors loaded, "
+                f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
+                f"{len(self.mismatched)} skipped for a shape mismatch")
+
+
+def load_pretrained(backbone: SharedBackbone, source: str) -> PretrainedReport:
+    """Load weights into ``backbone`` without failing on keys that do not fit.
+
+    Accepts this backbone's own ``state_dict`` (also nested under ``backbone.``, as in a
+    :class:`~radpath.models.crossmodal.CrossModalModel` checkpoint) or a plain timm ViT
+    ``state_dict``: its blocks go to every trunk, its 3-channel patch embedding to the
+    histology embedding and, summed over channels (timm's ``adapt_input_conv``, the
+    response of the RGB filter to a grey image), to the mammography one; its position
+    embedding is resampled to this backbone's grid.
+    """
+    own = backbone.state_dict()
+    state = _to_backbone_keys(read_state_dict(source), backbone, own)
+    mismatched = tuple(k for k, v in state.items() if k in own and v.shape != own[k].shape)
+    for key in mismatched:
+        del state[key]
+    result = backbone.load_state_dict(state, strict=False)
+    report = PretrainedReport(source, tuple(k for k in state if k in own),
+                              tuple(result.missing_keys), tuple(result.unexpected_keys),
+                              mismatched)
+    level = logging.WARNING if report.unexpected or report.mismatched else logging.INFO
+    _log.log(level, report.summary())
+    return report
+
+
+def read_state_dict(source: str) -> dict[str, Tensor]:
+    """Tensors of a local weights file, or of a timm model that timm downloads."""
+    if source.startswith(("timm:", "hf-hub:")):
+        name = source.removeprefix("timm:")
+        try:
+            return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
+        except Exception as exc:  # timm raises many kinds: unknown name, no network, ...
+            raise RadpathError(f"pretrained '{source}': timm could not provide it ({exc}); "
+                               "offline, pass a local .safetensors or .pth file") from exc
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise RadpathError(f"pretrained weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    # weights_only: a checkpoint from elsewhere must not run arbitrary pickle code.
+    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _unwrap(state: Any) -> dict[str, Tensor]:
+    """The tensor dictionary inside a checkpoint (Lightning and others nest it)."""
+    while isinstance(state, dict):
+        nested = [state[k] for k in ("state_dict", "model", "module") if isinstance(
+            state.get(k), dict)]
+        if not nested:
+            return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+        state = nested[0]
+    raise RadpathError(f"a weights file must hold a dictionary of tensors, not {type(state)}")
+
+
+def _to_backbone_keys(state: dict[str, Tensor], backbone: SharedBackbone,
+                      own: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state.items():
+        for target, tensor in _targets(_strip_prefix(key), value, backbone):
+            target = _lora_key(target, own)
+            out[target] = _fit_pos_embed(target, tensor, own)
+    return out
+
+
+def _strip_prefix(key: str) -> str:
+    key = key.removeprefix("module.")
+    _, found, rest = key.partition("backbone.")
+    return rest if found else key
+
+
+def _targets(key: str, value: Tensor, backbone: SharedBackbone) -> list[tuple[str, Tensor]]:
+    """Where one source tensor goes: its own key, or the timm key fanned out."""
+    if key.startswith(_OWN_PREFIXES):
+        return [(key, value)]
+    if key.startswith("patch_embed."):
+        rest = key.removeprefix("patch_embed.")
+        return [(f"patch_embed.{m}.{rest}", _adapt_channels(rest, value, IN_CHANS[m]))
+                for m in MODALITIES]
+    return [(f"encoders.{name}.{key}", value) for name in backbone.encoders]
+
+
+def _adapt_channels(key: str, value: Tensor, in_chans: int) -> Tensor:
+    if key == "proj.weight" and value.ndim == 4 and value.shape[1] != in_chans:
+        return adapt_input_conv(in_chans, value)
+    return value
+
+
+def _lora_key(key: str, own: dict[str, Tensor]) -> str:
+    # LoRA wraps qkv, so the plain ViT's ``attn.qkv.weight`` lives at ``attn.qkv.base.weight``.
+    wrapped = key.replace(".attn.qkv.", ".attn.qkv.base.")
+    return wrapped if key not in own and wrapped in own else key
+
+
+def _fit_pos_embed(key: str, value: Tensor, own: dict[str, Tensor]) -> Tensor:
+    """Resample a square position embedding learned on another grid (e.g. 224 px)."""
+    if not key.endswith("pos_embed") or key not in own or value.shape == own[key].shape:
+        return value
+    old, new = value.shape[1] - NUM_PREFIX_TOKENS, own[key].shape[1] - NUM_PREFIX_TOKENS
+    old_side, new_side = math.isqrt(old), math.isqrt(new)
+    if value.ndim != 3 or old_side**2 != old or new_side**2 != new:
+        return value  # not a square grid: reported as a mismatch instead
+    return resample_abs_pos_embed(value, new_size=[new_side, new_side],
+                                  num_prefix_tokens=NUM_PREFIX_TOKENS)

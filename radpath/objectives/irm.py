@@ -1,0 +1,130 @@
+"""IRMv1 (Arjovsky et al. 2019) for binary logits, with DomainBed's schedule.
+
+IRMv1 asks that the classifier be optimal in every training domain at once. Its penalty
+is the squared gradient of a domain's risk with respect to a dummy multiplicative scale
+``w`` on the logits, taken at ``w = 1``: zero when rescaling the logits cannot lower that
+domain's risk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def _scale_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d/dw of the mean BCE-with-logits of ``w * logits`` at ``w = 1``, kept differentiable."""
+    scale = torch.ones((), device=logits.device, dtype=logits.dtype, requires_grad=True)
+    risk = F.binary_cross_entropy_with_logits(logits * scale, targets)
+    return torch.autograd.grad(risk, [scale], create_graph=True)[0]
+
+
+def irm_penalty(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The IRMv1 penalty of one domain for binary logits.
+
+    The square of the batch gradient is a biased estimate of the squared expected
+    gradient (it adds the gradient's variance). As in DomainBed, the examples are split
+    into even and odd halves and the two halves' gradients multiplied: an unbiased
+    estimate, which can therefore be slightly negative on a single batch. With a single
+    example there is no split and the squared full-batch gradient is returned.
+
+    Args:
+        logits: (N,) or (N, 1) binary logits.
+        targets: targets of the same number of elements, in [0, 1].
+
+    Returns:
+        The scalar penalty, differentiable with respect to ``logits``.
+    """
+    logits = logits.reshape(-1)
+    targets = targets.reshape(-1).to(logits.dtype)
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits ({logits.numel()}) and targets ({targets.numel()}) "
+                         "must have as many elements")
+    if logits.numel() == 0:
+        return logits.sum() * 0.0
+    if logits.numel() == 1:
+        return _scale_gradient(logits, targets).pow(2)
+    grad_even = _scale_gradient(logits[0::2], targets[0::2])
+    grad_odd = _scale_gradient(logits[1::2], targets[1::2])
+    return grad_even * grad_odd
+
+
+def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: torch.Tensor,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean IRMv1 penalty over the domains present in the batch.
+
+    Args:
+        logits: (N,) or (N, 1) binary logits.
+        targets: (N,) targets in [0, 1]; NaN marks an unknown target.
+        domains: (N,) domain indices; -1 (no such modality) is ignored.
+        mask: optional (N,) bool, False for examples to ignore (e.g. unknown labels).
+
+    Returns:
+        The scalar mean penalty; a zero attached to ``logits`` when no domain is present.
+    """
+    logits = logits.reshape(-1)
+    targets = targets.reshape(-1).to(logits.dtype)
+    domains = domains.reshape(-1)
+    keep = (domains >= 0) & ~torch.isnan(targets)
+    if mask is not None:
+        keep &= mask.reshape(-1).bool()
+    penalties = [irm_penalty(logits[keep & (domains == d)], targets[keep & (domains == d)])
+                 for d in torch.unique(domains[keep]).tolist()]
+    if not penalties:
+        return logits.sum() * 0.0
+    return torch.stack(penalties).mean()
+
+
+@dataclass(frozen=True)
+class IrmSchedule:
+    """DomainBed's IRM penalty schedule.
+
+    The penalty weight is 1 for the first ``anneal_steps`` updates, so the model first
+    learns a useful predictor, then jumps to ``weight``. The jump changes the loss scale
+    by orders of magnitude, and Adam's moment estimates from before it are stale:
+    DomainBed therefore builds a fresh Adam optimiser at the step where
+    :meth:`just_annealed` is True. An algorithm using this schedule should do the same.
+
+    Attributes:
+        weight: penalty weight (lambda) after annealing.
+        anneal_steps: number of updates at weight 1.
+    """
+
+    weight: float = 100.0
+    anneal_steps: int = 500
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"IRM weight must be non-negative, got {self.weight}")
+        if self.anneal_steps < 0:
+            raise ValueError(f"IRM anneal_steps must be non-negative, got {self.anneal_steps}")
+
+    def weight_at(self, step: int) -> float:
+        """The penalty weight at update ``step`` (0-based)."""
+        return self.weight if step >= self.anneal_steps else 1.0
+
+    def just_annealed(self, step: int) -> bool:
+        """True at the first update with the full weight, when the optimiser is reset.
+
+        Never True when ``anneal_steps`` is 0: a fresh optimiser needs no reset.
+        """
+        return self.anneal_steps > 0 and step == self.anneal_steps
+
+
+def check_domains(domain_names: Sequence[str]) -> None:
+    """Raise ValueError unless the training data holds at least two domains.
+
+    With one domain the IRM penalty is a plain regulariser of the logit scale, not an
+    invariance constraint, and a run would silently train something else than asked.
+
+    Args:
+        domain_names: the domain of every training unit, or the distinct domains.
+    """
+    distinct = sorted(set(domain_names))
+    if len(distinct) < 2:
+        listed = f": {', '.join(distinct)}" if distinct else ""
+        raise ValueError("IRM needs at least two domains in the training data; "
+                         f"found {len(distinct)}{listed}")

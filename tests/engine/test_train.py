@@ -1,0 +1,124 @@
+"""Real (tiny) training runs: records, determinism, resume, NaN guard, DDP."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from radpath.engine.module import NonFiniteLossError
+from radpath.engine.run import train
+from radpath.errors import ConfigError, RadpathError
+from tests.engine.conftest import REPO
+
+
+def _weights(path):
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if v.is_floating_point()}
+
+
+def test_run_folder_holds_config_record_checkpoints_and_logs(tiny_manifest, tiny_config,
+                                                             tmp_path):
+    result = train(tiny_config(), [tiny_manifest], tmp_path / "run", workers=1)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "finished" and record["seed"] == 0
+    assert record["pairing_mode"] in ("true", "mixed", "pseudo")
+    assert record["manifests"][str(tiny_manifest)] and record["packages"]["torch"]
+    assert set(record["final_val_metrics"]) == {"mammo", "histo", "fused"}
+    assert "ci_low" in record["final_val_metrics"]["fused"]
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("seed: 0")
+    assert result.last_checkpoint.is_file() and result.best_checkpoint.is_file()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_same_seed_same_numbers(tiny_manifest, tiny_config, tmp_path):
+    config = tiny_config("algorithm.name=paper")
+    first = train(config, [tiny_manifest], tmp_path / "a", workers=1)
+    second = train(config, [tiny_manifest], tmp_path / "b", workers=1)
+    assert first.val_metrics == second.val_metrics
+    a, b = _weights(first.last_checkpoint), _weights(second.last_checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Interrupt(Callback):
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_resume_ends_at_the_uninterrupted_weights(tiny_manifest, tiny_config, tmp_path):
+    config = tiny_config("optim.epochs=4", "algorithm.name=paper")
+    whole = train(config, [tiny_manifest], tmp_path / "whole", workers=1)
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown after Ctrl-C
+        train(config, [tiny_manifest], tmp_path / "cut", callbacks=[_Interrupt()], workers=1)
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "interrupted"
+    cut = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 < cut["global_step"] < torch.load(whole.last_checkpoint,
+                                               weights_only=True)["global_step"]
+    resumed = train(config, [tiny_manifest], tmp_path / "cut", resume=True, workers=1)
+    a, b = _weights(whole.last_checkpoint), _weights(resumed.last_checkpoint)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+class _PoisonLoss(Callback):
+    """Makes the loss NaN from the second epoch on."""
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            original = module.algorithm.compute_loss
+
+            def poisoned(batch):
+                loss, logs = original(batch)
+                return loss * float("nan"), logs
+
+            module.algorithm.compute_loss = poisoned
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_manifest, tiny_config,
+                                                           tmp_path):
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train(tiny_config(), [tiny_manifest], tmp_path / "run", callbacks=[_PoisonLoss()],
+              workers=1)
+    kept = _weights(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(v).all() for v in kept.values())
+
+
+def test_invalid_config_names_the_key(tiny_config):
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        tiny_config("optim.lr=-1")
+    with pytest.raises(ConfigError, match=r"model\.backbone\.colour"):
+        tiny_config("model.backbone.colour=red")
+
+
+def test_irm_with_one_domain_says_so(tiny_manifest, tiny_config, tmp_path):
+    from radpath.data.manifest import read_manifest, write_manifest
+
+    one = [r.with_(domain="only-site") for r in read_manifest(tiny_manifest)]
+    path = write_manifest(one, tmp_path / "one.csv")
+    with pytest.raises((RadpathError, ValueError), match="at least two domains"):
+        train(tiny_config("algorithm.name=irm"), [path], tmp_path / "run", workers=1)
+
+
+def test_manifest_without_labels_is_refused(tiny_manifest, tiny_config, tmp_path):
+    from radpath.data.manifest import read_manifest, write_manifest
+
+    path = write_manifest([r.with_(label="") for r in read_manifest(tiny_manifest)],
+                          tmp_path / "unlabelled.csv")
+    with pytest.raises(RadpathError, match="no labels"):
+        train(tiny_config(), [path], tmp_path / "run", workers=1)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tiny_manifest, tiny_config, tmp_path):
+    cache = tiny_config().data.cache_dir
+    done = subprocess.run(
+        [sys.executable, "-m", "radpath", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
+         "--manifest", str(tiny_manifest), "--out", str(tmp_path / "ddp"), "--devices", "2",
+         "--strategy", "ddp", "--set", f"data.cache_dir={cache}", "--workers", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert record["device"]["devices"] == 2 and record["status"] == "finished"

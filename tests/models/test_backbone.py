@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from radpath.errors import RadpathError
+from radpath.models.adapters import BottleneckAdapter, LoRALinear
+from radpath.models.backbone import BACKBONES, BackboneConfig, SharedBackbone
+from tests.models import CountingMixStyle
+
+
+def _backbone(**overrides: object) -> SharedBackbone:
+    torch.manual_seed(0)
+    return SharedBackbone(BackboneConfig(img_size=32, histo_img_size=32, **overrides))
+
+
+def test_registry_holds_the_vit_shapes() -> None:
+    assert {"vit_test", "vit_mini", "vit_tiny", "vit_small", "vit_base"} <= set(BACKBONES)
+    base = BACKBONES.get("vit_base")()
+    assert (base["embed_dim"], base["depth"], base["num_heads"], base["patch_size"]) == (
+        768, 12, 12, 16)
+
+
+@pytest.mark.parametrize("bad", [{"name": "vit_huge_typo"}, {"mixstyle_layers": (2,)},
+                                 {"adapter": "prefix"}, {"unknown_field": 1}])
+def test_config_rejects_invalid_values(bad: dict) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        BackboneConfig(**bad)
+
+
+def test_tokens_per_modality_and_cls_embedding() -> None:
+    backbone = _backbone()
+    mammo = backbone.forward_tokens(torch.randn(2, 1, 32, 32), "mammo")
+    histo = backbone.forward_tokens(torch.randn(3, 3, 32, 32), "histo")
+    assert mammo.shape == (2, 1 + 16, 64) and histo.shape == (3, 1 + 16, 64)
+    cls = backbone(torch.randn(2, 1, 32, 32), "mammo")
+    assert cls.shape == (2, backbone.embed_dim)
+
+
+def test_wrong_channels_or_modality_raise_value_error() -> None:
+    backbone = _backbone()
+    with pytest.raises(ValueError, match="mammo images"):
+        backbone.forward_tokens(torch.randn(1, 3, 32, 32), "mammo")
+    with pytest.raises(ValueError, match="modality"):
+        backbone.forward_tokens(torch.randn(1, 3, 32, 32), "mri")
+
+
+def test_other_image_sizes_resample_the_position_embedding() -> None:
+    backbone = _backbone()
+    tokens = backbone.forward_tokens(torch.randn(1, 1, 48, 64), "mammo")
+    assert tokens.shape == (1, 1 + 6 * 8, 64)
+    assert backbone.grid_size("mammo", (48, 64)) == (6, 8)
+
+
+def test_unshared_backbone_has_one_encoder_per_modality() -> None:
+    backbone = _backbone(shared=False)
+    assert set(backbone.encoders) == {"mammo", "histo"}
+    assert backbone.trunk("mammo") is not backbone.trunk("histo")
+    assert backbone.forward_tokens(torch.randn(1, 3, 32, 32), "histo").shape == (1, 17, 64)
+    assert backbone.forward_tokens(torch.randn(1, 1, 32, 32), "mammo").shape == (1, 17, 64)
+
+
+def test_set_fused_attn_toggles_and_restores() -> None:
+    backbone = _backbone()
+    attns = [block.attn for block in backbone.trunk("mammo").blocks]
+    for attn in attns:
+        attn.fused_attn = True
+    x = torch.randn(2, 1, 32, 32)
+    fused = backbone(x, "mammo")
+    with pytest.raises(KeyError), backbone.set_fused_attn(False):
+        assert not any(attn.fused_attn for attn in attns)
+        torch.testing.assert_close(backbone(x, "mammo"), fused, atol=1e-5, rtol=1e-5)
+        raise KeyError("restored even when the body fails")
+    assert all(attn.fused_attn for attn in attns)
+
+
+def test_bottleneck_adapter_starts_as_identity() -> None:
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(BottleneckAdapter(16, 4)(x), x)
+
+
+def test_lora_starts_as_identity_and_needs_a_modality() -> None:
+    base = torch.nn.Linear(16, 48)
+    lora = LoRALinear(base, ("mammo", "histo"), rank=4)
+    x = torch.randn(3, 16)
+    with pytest.raises(RadpathError, match="modality"):
+        lora(x)
+    lora.modality = "histo"
+    torch.testing.assert_close(lora(x), base(x))
+
+
+@pytest.mark.parametrize("adapter", ["bottleneck", "lora"])
+def test_adapters_do_not_change_the_initial_output(adapter: str) -> None:
+    plain, adapted = _backbone(adapter="none"), _backbone(adapter=adapter)
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(adapted(x, "histo"), plain(x, "histo"))
+
+
+@pytest.mark.parametrize("adapter", ["bottleneck", "lora"])
+def test_histo_forward_gives_no_gradient_to_mammo_adapter(adapter: str) -> None:
+    backbone = _backbone(adapter=adapter)
+    # A random readout: the plain sum of LayerNorm outputs has zero gradient.
+    (backbone(torch.randn(2, 3, 32, 32), "histo") @ torch.randn(64)).sum().backward()
+    named = dict(backbone.named_parameters())
+    mammo = [p for n, p in named.items() if "mammo" in n and ("adapters" in n or "lora" in n)]
+    histo = [p for n, p in named.items() if "histo" in n and ("adapters" in n or "lora" in n)]
+    assert mammo and all(p.grad is None for p in mammo)
+    # The zero-initialised output side (up-projection, LoRA B) is what learns first.
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in histo)
+
+
+def test_mixstyle_is_called_after_each_configured_block() -> None:
+    backbone = _backbone(mixstyle_layers=(0, 1))
+    mixstyle = CountingMixStyle()
+    domains = torch.tensor([0, 1, 1])
+    backbone.forward_tokens(torch.randn(3, 1, 32, 32), "mammo", domains=domains,
+                            mixstyle=mixstyle)
+    assert len(mixstyle.calls) == 2
+    assert all(shape == (3, 17, 64) and d is domains for shape, d in mixstyle.calls)
+
+
+def test_pretrained_own_safetensors_round_trip(tmp_path: Path) -> None:
+    source = _backbone()
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    torch.manual_seed(1)
+    loaded = SharedBackbone(BackboneConfig(img_size=32, histo_img_size=32,
+                                           pretrained=str(path)))
+    report = loaded.pretrained_report
+    assert report is not None and not (report.missing or report.unexpected or report.mismatched)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+
+
+def test_pretrained_reports_wrong_shapes_and_unknown_keys(tmp_path: Path) -> None:
+    state = _backbone().state_dict()
+    state["encoders.shared.blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)
+    state["no.such.key"] = torch.zeros(1)
+    path = tmp_path / "bad.pth"
+    torch.save({"state_dict": {f"model.backbone.{k}": v for k, v in state.items()}}, path)
+    backbone = _backbone(pretrained=str(path))
+    report = backbone.pretrained_report
+    assert report.mismatched == ("encoders.shared.blocks.0.mlp.fc1.weight",)
+    assert report.missing == ("encoders.shared.blocks.0.mlp.fc1.weight",)
+    assert len(report.unexpected) == 1 and "no.such.key" in report.unexpected[0]
+    assert "1 skipped for a shape mismatch" in report.summary()
+
+
+@pytest.mark.parametrize("adapter", ["bottleneck", "lora"])
+def test_pretrained_plain_timm_vit(tmp_path: Path, adapter: str) -> None:
+    torch.manual_seed(3)
+    vit = VisionTransformer(img_size=64, num_classes=5, **BACKBONES.get("vit_test")())
+    path = tmp_path / "vit.safetensors"
+    save_file(vit.state_dict(), str(path))
+    backbone = _backbone(adapter=adapter, shared=False, pretrained=str(path))
+    own, timm_state = backbone.state_dict(), vit.state_dict()
+    qkv = "attn.qkv.base.weight" if adapter == "lora" else "attn.qkv.weight"
+    for trunk in ("mammo", "histo"):
+        torch.testing.assert_close(own[f"encoders.{trunk}.blocks.1.{qkv}"],
+                                   timm_state["blocks.1.attn.qkv.weight"])
+        assert own[f"encoders.{trunk}.pos_embed"].shape == (1, 1 + 16, 64)  # 8x8 -> 4x4
+    rgb = timm_state["patch_embed.proj.weight"]
+    torch.testing.assert_close(own["patch_embed.histo.proj.weight"], rgb)
+    torch.testing.assert_close(own["patch_embed.mammo.proj.weight"], rgb.sum(1, keepdim=True))
+    report = backbone.pretrained_report
+    assert not report.mismatched
+    assert set(report.unexpected) == {"encoders.mammo.head.weight", "encoders.mammo.head.bias",
+                                      "encoders.histo.head.weight", "encoders.histo.head.bias"}
+    assert report.missing and all("adapters" in k or "lora" in k for k in report.missing)
+
+
+def test_pretrained_failures_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(RadpathError, match="does not exist"):
+        _backbone(pretrained=str(tmp_path / "absent.safetensors"))
+    with pytest.raises(RadpathError, match="timm could not provide"):
+        _backbone(pretrained="timm:no_such_model_anywhere")

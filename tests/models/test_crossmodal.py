@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import pydantic
+import pytest
+import torch
+
+from radpath.models.backbone import BackboneConfig
+from radpath.models.crossmodal import CrossModalModel, ModelConfig
+from tests.models import CountingMixStyle, random_batch
+
+B, V, T, D = 4, 2, 3, 64
+
+
+def _model(seed: int = 0, **backbone: object) -> CrossModalModel:
+    torch.manual_seed(seed)
+    config = ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32, **backbone),
+                         projection_dim=16, num_grades=3)
+    return CrossModalModel(config)
+
+
+def test_output_shapes_on_a_mixed_batch() -> None:
+    out = _model()(random_batch())
+    expected = {
+        "mammo_logit": (B,), "histo_logit": (B,), "fused_logit": (B,),
+        "mammo_feat": (B, D), "histo_feat": (B, D), "fused_feat": (B, D),
+        "mammo_proj": (B, 16), "histo_proj": (B, 16),
+        "mammo_attention": (B, V), "histo_attention": (B, T),
+        "grade_logits": (B, 2), "token_scores": (B, V, 4, 4), "view_logit": (B, V),
+    }
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_missing_modalities_and_views_are_zero_and_fused_stays_finite() -> None:
+    batch = random_batch()
+    out = _model()(batch)
+    # Unit 1 has no tiles, unit 2 no mammograms; unit 0 lacks its second view.
+    assert torch.all(out["histo_feat"][1] == 0) and torch.all(out["histo_attention"][1] == 0)
+    assert torch.all(out["mammo_feat"][2] == 0) and torch.all(out["mammo_attention"][2] == 0)
+    assert torch.all(out["token_scores"][0, 1] == 0) and out["view_logit"][0, 1] == 0
+    torch.testing.assert_close(out["fused_feat"][1], out["mammo_feat"][1])
+    torch.testing.assert_close(out["fused_feat"][2], out["histo_feat"][2])
+    torch.testing.assert_close(out["fused_feat"][3],
+                               (out["mammo_feat"][3] + out["histo_feat"][3]) / 2)
+    torch.testing.assert_close(out["mammo_attention"].sum(1), batch["has_mammo"].float())
+
+
+def test_modality_absent_from_the_whole_batch_is_skipped() -> None:
+    batch = random_batch()
+    batch["mammo_mask"][:] = False
+    batch["has_mammo"][:] = False
+    out = _model()(batch)
+    assert torch.all(out["mammo_feat"] == 0) and torch.all(out["token_scores"] == 0)
+    assert torch.isfinite(out["fused_logit"]).all()
+
+
+def test_mammo_adapter_gets_no_gradient_from_a_histo_only_batch() -> None:
+    batch = random_batch()
+    batch["mammo_mask"][:] = False
+    batch["has_mammo"][:] = False
+    model = _model()
+    out = model(batch)
+    (out["fused_logit"].sum() + out["histo_proj"].pow(2).sum()).backward()
+    adapters = model.backbone.adapters
+    assert all(p.grad is None for p in adapters["mammo"].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in adapters["histo"].parameters())
+
+
+def test_gradients_reach_both_patch_embeddings_in_a_mixed_batch() -> None:
+    model = _model()
+    model(random_batch())["fused_logit"].sum().backward()
+    for modality in ("mammo", "histo"):
+        grad = model.backbone.patch_embed[modality].proj.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+
+
+def test_unshared_backbone_model_runs() -> None:
+    model = _model(shared=False, adapter="lora")
+    out = model(random_batch())
+    assert out["fused_logit"].shape == (B,) and torch.isfinite(out["fused_logit"]).all()
+
+
+def test_same_seed_gives_identical_models() -> None:
+    batch = random_batch()
+    first, second = _model(seed=0)(batch), _model(seed=0)(batch)
+    for key, value in first.items():
+        torch.testing.assert_close(second[key], value, rtol=0, atol=0)
+    assert not torch.equal(_model(seed=1)(batch)["fused_logit"], first["fused_logit"])
+
+
+def test_mixstyle_is_called_per_layer_and_modality_with_view_domains() -> None:
+    mixstyle = CountingMixStyle()
+    batch = random_batch()
+    _model(mixstyle_layers=(0, 1))(batch, mixstyle=mixstyle)
+    assert len(mixstyle.calls) == 4
+    mammo_views = int(batch["mammo_mask"].sum())
+    shape, domains = mixstyle.calls[0]
+    assert shape[0] == mammo_views and domains.tolist() == [0, 1, 1, 1, 1]
+
+
+def test_larger_images_change_the_token_map() -> None:
+    out = _model()(random_batch(size=48, histo_size=40))
+    assert out["token_scores"].shape == (B, V, 6, 6)
+
+
+def test_encode_images_returns_cls_and_patch_tokens() -> None:
+    cls, patches = _model().encode_images(torch.randn(5, 3, 32, 32), "histo")
+    assert cls.shape == (5, D) and patches.shape == (5, 16, D)
+
+
+def test_parameter_groups_partition_the_parameters() -> None:
+    for adapter in ("bottleneck", "lora"):
+        model = _model(adapter=adapter)
+        groups = model.parameter_groups()
+        ids = [id(p) for group in groups.values() for p in group]
+        assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+        assert all(groups.values())
+
+
+def test_optional_heads_can_be_switched_off() -> None:
+    model = CrossModalModel(ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32),
+                                        localisation=False))
+    out = model(random_batch())
+    assert not {"grade_logits", "token_scores", "view_logit"} & set(out)
+
+
+@pytest.mark.parametrize("bad", [{"num_grades": 1}, {"projection_dim": 0}, {"heads": 2}])
+def test_model_config_rejects_invalid_values(bad: dict) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        ModelConfig(**bad)
