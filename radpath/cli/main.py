@@ -37,10 +37,11 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
 
 
 def _register_commands() -> None:
-    from radpath.cli import data_commands, demo_command, train_command
+    from radpath.cli import data_commands, demo_command, evaluate_command, train_command
 
     data_commands.register(app)
     train_command.register(app)
+    evaluate_command.register(app)
     demo_command.register(app)
 
 

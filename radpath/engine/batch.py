@@ -24,6 +24,8 @@ histo_domain       (B,) long               domain index of the tiles, -1 when ab
 pairing            (B,) long               PAIRING_CODES: 0 unpaired, 1 true, 2 pseudo
 lesion_map         (B, V, gh, gw) float    1 on patch-grid cells inside a lesion circle
 lesion_known       (B, V) bool             the view has lesion annotations (its map is truth)
+mammo_side         (B, V) long             laterality of each view: 0 left, 1 right, -1 unknown
+                                           or absent (used by ``model.bilateral``)
 =================  ======================  ==================================================
 
 Unit ids travel beside the tensors as ``unit_id`` (a list of strings).
@@ -38,5 +40,6 @@ MALIGNANT = LABEL_CODES["malignant"]
 TENSOR_KEYS = (
     "mammo", "mammo_mask", "histo", "histo_mask", "has_mammo", "has_histo", "label",
     "malignant", "grade", "mammo_domain", "histo_domain", "pairing", "lesion_map",
-    "lesion_known",
+    "lesion_known", "mammo_side",
 )
+SIDE_CODES = {"L": 0, "R": 1}

@@ -36,7 +36,7 @@ from radpath.data.manifest import Manifest, Record
 from radpath.data.pairing import pairing_mode as _records_pairing_mode
 from radpath.data.pairing import patient_label
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
-from radpath.engine.batch import LABEL_CODES, MALIGNANT, PAIRING_CODES
+from radpath.engine.batch import LABEL_CODES, MALIGNANT, PAIRING_CODES, SIDE_CODES
 
 MAMMO_MEAN, MAMMO_STD = 0.5, 0.25
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -255,11 +255,13 @@ class PatientBagDataset(Dataset):
         augment = self.train and self.config.augment
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.train else None
         mammo, maps, known = self._mammo(unit, rng if augment else None)
+        side = [SIDE_CODES.get(str(r.laterality).upper(), -1) for r in unit.mammo]
         histo = self._histo(unit, rng, augment)
         code = LABEL_CODES[unit.label]
         return {
             "unit_id": unit.unit_id,
             "mammo": mammo, "lesion_map": maps, "lesion_known": known, "histo": histo,
+            "mammo_side": torch.tensor(side, dtype=torch.long),
             "has_mammo": torch.tensor(len(mammo) > 0), "has_histo": torch.tensor(len(histo) > 0),
             "label": torch.tensor(code, dtype=torch.long),
             "malignant": torch.tensor(float(code == MALIGNANT)),
@@ -338,6 +340,8 @@ def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["histo"], batch["histo_mask"] = _pad([i["histo"] for i in items], tiles)
     batch["lesion_map"], _ = _pad([i["lesion_map"] for i in items], views)
     batch["lesion_known"], _ = _pad([i["lesion_known"] for i in items], views)
+    side, side_mask = _pad([i["mammo_side"] for i in items], views)
+    batch["mammo_side"] = side.masked_fill(~side_mask, -1)
     for key in ("has_mammo", "has_histo", "label", "malignant", "grade", "mammo_domain",
                 "histo_domain", "pairing"):
         batch[key] = torch.stack([item[key] for item in items])

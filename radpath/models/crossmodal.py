@@ -33,6 +33,12 @@ class ModelConfig(pydantic.BaseModel):
         num_grades: ordered grades of the ordinal head; 0 disables it.
         localisation: score mammogram patch tokens for lesion localisation.
         localisation_r: sharpness of the log-sum-exp pooling of token scores.
+        bilateral: add a bilateral asymmetry feature to the pooled mammogram features:
+            for units with both a left and a right view (batch key ``mammo_side``), the
+            absolute difference of the mean left and mean right view features, through
+            ``LayerNorm`` and ``Linear``, is added before the heads (radiologists compare
+            the two breasts). Units without both sides, or batches without
+            ``mammo_side``, are unchanged.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +49,7 @@ class ModelConfig(pydantic.BaseModel):
     num_grades: int = pydantic.Field(0, ge=0)
     localisation: bool = True
     localisation_r: float = pydantic.Field(5.0, gt=0)
+    bilateral: bool = False
 
     @pydantic.field_validator("num_grades")
     @classmethod
@@ -72,6 +79,8 @@ class CrossModalModel(nn.Module):
         self.grade_head = OrdinalHead(dim, config.num_grades) if config.num_grades else None
         self.localisation = (LocalisationHead(dim, config.mil_hidden, config.localisation_r)
                              if config.localisation else None)
+        self.asymmetry = (nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+                          if config.bilateral else None)
 
     def encode_images(self, images: Tensor, modality: str, *, domains: Tensor | None = None,
                       mixstyle: nn.Module | None = None) -> tuple[Tensor, Tensor]:
@@ -104,6 +113,8 @@ class CrossModalModel(nn.Module):
         for modality in MODALITIES:
             instances, mask, patches = self._encode_bag(batch, modality, mixstyle)
             feat, attention = self.pools[modality](instances, mask)
+            if modality == "mammo" and self.asymmetry is not None:
+                feat = feat + self._asymmetry(instances, mask, batch.get("mammo_side"))
             out[f"{modality}_feat"] = feat
             out[f"{modality}_attention"] = attention
             out[f"{modality}_logit"] = self.heads[modality](feat)
@@ -151,6 +162,20 @@ class CrossModalModel(nn.Module):
         instances = cls.new_zeros(units * bag, cls.shape[1]).masked_scatter(
             flat_mask[:, None], cls)
         return instances.reshape(units, bag, -1), mask, patches
+
+    def _asymmetry(self, instances: Tensor, mask: Tensor, side: Tensor | None) -> Tensor:
+        """``(B, D)``: the projected ``|mean left - mean right|`` view features of units
+        having both sides, zeros for the others."""
+        if side is None:
+            return instances.new_zeros(instances.shape[0], instances.shape[2])
+        means, present = [], []
+        for code in (0, 1):
+            chosen = (mask & (side == code)).to(instances)
+            count = chosen.sum(dim=1, keepdim=True)
+            means.append((instances * chosen[..., None]).sum(dim=1) / count.clamp(min=1))
+            present.append(count[:, 0] > 0)
+        both = (present[0] & present[1]).to(instances)[:, None]
+        return self.asymmetry((means[0] - means[1]).abs()) * both
 
     def _localise(self, images: Tensor, mask: Tensor, patches: Tensor | None
                   ) -> dict[str, Tensor]:

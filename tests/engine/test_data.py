@@ -83,11 +83,15 @@ def test_collate_matches_batch_contract(manifest: Manifest, config: DataConfig) 
         "label": ((b,), torch.long), "malignant": ((b,), torch.float32),
         "grade": ((b,), torch.long), "mammo_domain": ((b,), torch.long),
         "histo_domain": ((b,), torch.long), "pairing": ((b,), torch.long),
+        "mammo_side": ((b, 2), torch.long),
     }
     for key, (shape, dtype) in expected.items():
         assert tuple(batch[key].shape) == shape, key
         assert batch[key].dtype == dtype, key
     assert batch["unit_id"] == [u.unit_id for u in dataset.units]
+    sides = [[{"L": 0, "R": 1}.get(r.laterality, -1) for r in u.mammo] for u in dataset.units]
+    assert batch["mammo_side"].tolist() == [s + [-1] * (2 - len(s)) for s in sides]
+    assert (batch["mammo_side"] >= 0).any()
     assert torch.equal(batch["malignant"], (batch["label"] == 2).float())
 
 

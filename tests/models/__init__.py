@@ -44,6 +44,7 @@ def random_batch(units: int = 4, views: int = 2, tiles: int = 3, size: int = 32,
         "pairing": torch.ones(units, dtype=torch.long),
         "lesion_map": (torch.rand(units, views, grid, grid, generator=gen) > 0.8).float(),
         "lesion_known": mammo_mask.clone(),
+        "mammo_side": torch.where(mammo_mask, torch.arange(views) % 2, -1),
     }
 
 

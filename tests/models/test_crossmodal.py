@@ -129,3 +129,43 @@ def test_optional_heads_can_be_switched_off() -> None:
 def test_model_config_rejects_invalid_values(bad: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         ModelConfig(**bad)
+
+
+def _bilateral_model(seed: int = 0) -> CrossModalModel:
+    torch.manual_seed(seed)
+    config = ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32),
+                         projection_dim=16, bilateral=True)
+    return CrossModalModel(config).eval()
+
+
+def test_bilateral_asymmetry_is_off_by_default_and_needs_both_sides() -> None:
+    assert ModelConfig().bilateral is False and _model().asymmetry is None
+    model = _bilateral_model()
+    batch = random_batch()
+    # Unit 0 has one view only; unit 3 has a left and a right view; units 1 and 2 are
+    # marked unknown (-1) and same-sided: none of these but unit 3 may change.
+    batch["mammo_side"] = torch.tensor([[0, -1], [-1, -1], [-1, -1], [0, 1]])
+    with torch.no_grad():
+        plain = model({k: v for k, v in batch.items() if k != "mammo_side"})
+        sided = model(batch)
+        same_side = model({**batch, "mammo_side": torch.tensor([[0, -1], [0, 0], [-1, -1],
+                                                                [1, 1]])})
+    changed = ~torch.isclose(plain["mammo_feat"], sided["mammo_feat"]).all(dim=1)
+    assert changed.tolist() == [False, False, False, True]
+    torch.testing.assert_close(plain["mammo_feat"], same_side["mammo_feat"])
+    assert all(torch.isfinite(v).all() for v in sided.values())
+
+
+def test_bilateral_asymmetry_ignores_view_order_and_reaches_its_parameters() -> None:
+    model = _bilateral_model()
+    batch = random_batch()
+    batch["mammo_side"] = torch.tensor([[0, -1], [0, 1], [-1, -1], [0, 1]])
+    swapped = {**batch, "mammo": batch["mammo"].flip(1), "mammo_side": batch["mammo_side"].flip(1),
+               "mammo_mask": batch["mammo_mask"].flip(1)}
+    rows = [1, 3]  # the units with both views present in both orders
+    with torch.no_grad():
+        a, b = model(batch)["mammo_feat"][rows], model(swapped)["mammo_feat"][rows]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    model.train()
+    model(batch)["mammo_logit"].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.asymmetry.parameters())

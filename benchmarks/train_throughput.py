@@ -1,0 +1,280 @@
+"""Training throughput: radpath's training step against a bare timm loop on the same ViT.
+
+Every variant runs forward + loss + backward + AdamW step, in one process, on the same
+number of images of the same size per step:
+
+* ``timm (bare)``: timm's ``VisionTransformer`` built with the kwargs of
+  ``radpath.models.backbone.BACKBONES[name]``, cross-entropy on its linear head;
+* ``radpath <algorithm>``: ``Algorithm.update`` on a patient batch shaped by
+  ``collate_patients`` (B units x V one-channel views + T three-channel tiles);
+* ``lightning training_step``: ``RadpathModule.training_step`` called directly, then
+  backward, the optimiser step and ``on_train_batch_end`` (no Trainer loop).
+
+Variants are timed in interleaved rounds and each reports its median step time, so a
+neighbour process slowing the machine for a while biases no variant in particular. On a
+GPU the steps run under bf16 autocast. Peak memory is the step's high-water mark above
+what was resident before it (parameters and optimiser state excluded): the process's
+peak RSS on CPU (reset through /proc/self/clear_refs where Linux allows it), else
+``torch.cuda.max_memory_allocated``.
+
+    .venv/bin/python benchmarks/train_throughput.py [--backbone vit_mini --size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import resource
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from radpath.algorithms import ALGORITHMS, Algorithm
+from radpath.algorithms.config import AlgorithmConfig
+from radpath.engine.config import OptimConfig
+from radpath.engine.data import collate_patients
+from radpath.engine.module import RadpathModule
+from radpath.models.backbone import BACKBONES, BackboneConfig
+from radpath.models.crossmodal import CrossModalModel, ModelConfig
+
+CLEAR_REFS = Path("/proc/self/clear_refs")
+STATUS = Path("/proc/self/status")
+
+
+@dataclass
+class Variant:
+    """One training loop under test: ``step()`` trains on ``images`` images."""
+
+    name: str
+    step: Callable[[], None]
+    images: int
+    times: list[float] = field(default_factory=list)
+    peak_bytes: int = 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="vit_test", choices=list(BACKBONES))
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=8, help="units per step")
+    parser.add_argument("--views", type=int, default=2, help="mammogram views per unit")
+    parser.add_argument("--tiles", type=int, default=4, help="H&E tiles per unit")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds the timed steps are split into")
+    parser.add_argument("--algorithms", nargs="+", default=["erm", "paper"])
+    parser.add_argument("--mixstyle-layers", type=int, nargs="*", default=[0],
+                        help="blocks after which MixStyle mixes (paper, mixstyle)")
+    parser.add_argument("--no-lightning", action="store_true",
+                        help="skip the RadpathModule.training_step variant")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps the default")
+    return parser.parse_args()
+
+
+def patient_batch(units: int, views: int, tiles: int, size: int, patch: int,
+                  device: torch.device) -> dict[str, Tensor]:
+    """A random batch of complete true pairs over two domains, collated as a loader does."""
+    grid = size // patch
+    items = [{
+        "unit_id": f"u{i}",
+        "mammo": torch.randn(views, 1, size, size),
+        "histo": torch.randn(tiles, 3, size, size),
+        "lesion_map": (torch.rand(views, grid, grid) > 0.9).float(),
+        "lesion_known": torch.ones(views, dtype=torch.bool),
+        "mammo_side": torch.arange(views) % 2,
+        "has_mammo": torch.tensor(True), "has_histo": torch.tensor(True),
+        "label": torch.tensor(i % 3), "malignant": torch.tensor(float(i % 3 == 2)),
+        "grade": torch.tensor(-1), "mammo_domain": torch.tensor(i % 2),
+        "histo_domain": torch.tensor(i % 2), "pairing": torch.tensor(1),
+    } for i in range(units)]
+    batch = collate_patients(items)
+    del batch["unit_id"]
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def encoded_images(batch: dict[str, Tensor]) -> int:
+    """Mammogram views plus tiles that go through the backbone."""
+    return int(batch["mammo_mask"].sum() + batch["histo_mask"].sum())
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def timm_variant(args: argparse.Namespace, images: int, device: torch.device) -> Variant:
+    """The reference: a plain timm ViT classifying ``images`` images per step."""
+    model = VisionTransformer(img_size=args.size, num_classes=2,
+                              **BACKBONES.get(args.backbone)()).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
+    x = torch.randn(images, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 2, (images,), device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    return Variant("timm (bare)", step, images)
+
+
+def build_algorithm(name: str, args: argparse.Namespace, device: torch.device) -> Algorithm:
+    backbone = BackboneConfig(name=args.backbone, img_size=args.size, histo_img_size=args.size,
+                              mixstyle_layers=tuple(args.mixstyle_layers))
+    model = CrossModalModel(ModelConfig(backbone=backbone))
+    algorithm = ALGORITHMS.get(name)(model, AlgorithmConfig(name=name), domains=["a", "b"])
+    return algorithm.to(device)
+
+
+def algorithm_variant(name: str, args: argparse.Namespace, batch: dict[str, Tensor],
+                      device: torch.device) -> Variant:
+    """``Algorithm.update``: the standalone step scripts and tests use."""
+    algorithm = build_algorithm(name, args, device)
+
+    def step() -> None:
+        with autocast(device):
+            algorithm.update(batch)
+
+    return Variant(f"radpath {name}", step, encoded_images(batch))
+
+
+def lightning_variant(args: argparse.Namespace, batch: dict[str, Tensor],
+                      device: torch.device) -> Variant:
+    """``RadpathModule.training_step`` (erm) with the optimiser step Lightning would take."""
+    algorithm = build_algorithm("erm", args, device)
+    module = RadpathModule(algorithm, OptimConfig()).train()
+    optimizer = algorithm.make_optimizer()
+    index = iter(range(1 << 30))
+
+    def step() -> None:
+        i = next(index)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = module.training_step(batch, i)
+        loss.backward()
+        optimizer.step()
+        module.on_train_batch_end(loss, batch, i)
+
+    return Variant("lightning training_step (erm)", step, encoded_images(batch))
+
+
+def _status_kib(key: str) -> int:
+    for line in STATUS.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so the RSS counts live memory only.
+
+    Otherwise a step reuses pages an earlier one freed and its peak RSS barely moves.
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[Callable[[], int]]:
+    """Yields a function returning the peak bytes above those resident on entry."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        yield lambda: torch.cuda.max_memory_allocated(device) - base
+        return
+    _release_free_heap()
+    try:  # Linux: writing 5 resets the peak RSS (VmHWM) to the current RSS
+        CLEAR_REFS.write_text("5")
+        base = _status_kib("VmRSS")
+        yield lambda: max(0, _status_kib("VmHWM") - base) * 1024
+    except OSError:  # ru_maxrss only grows: a delta misses peaks below an earlier one
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        yield lambda: (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+
+
+def timed(variant: Variant, steps: int, device: torch.device) -> None:
+    """Run ``steps`` steps, recording each step's time and the peak memory."""
+    with peak_memory(device) as peak:
+        for _ in range(steps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            variant.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            variant.times.append(time.perf_counter() - started)
+        variant.peak_bytes = max(variant.peak_bytes, peak())
+
+
+def run(variants: list[Variant], args: argparse.Namespace, device: torch.device) -> None:
+    for variant in variants:
+        for _ in range(args.warmup):
+            variant.step()
+    per_round = [args.steps // args.rounds + (r < args.steps % args.rounds)
+                 for r in range(args.rounds)]
+    for steps in per_round:
+        for variant in variants:
+            timed(variant, steps, device)
+
+
+def report(variants: list[Variant], args: argparse.Namespace, device: torch.device) -> None:
+    reference = variants[0]
+    reference_rate = reference.images / statistics.median(reference.times)
+    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name} ({precision}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; backbone {args.backbone} at {args.size} px; "
+          f"{args.batch} units x ({args.views} views + {args.tiles} tiles); "
+          f"{args.steps} timed steps after {args.warmup} warm-up, median step time")
+    memory = "peak MiB (GPU alloc)" if device.type == "cuda" else "peak MiB (RSS)"
+    header = (f"{'variant':<32} {'img/step':>8} {'ms/step':>9} {'img/s':>9} {'vs timm':>8} "
+              f"{memory:>21}")
+    print(header)
+    print("-" * len(header))
+    for variant in variants:
+        seconds = statistics.median(variant.times)
+        rate = variant.images / seconds
+        print(f"{variant.name:<32} {variant.images:>8} {seconds * 1e3:>9.1f} {rate:>9.1f} "
+              f"{rate / reference_rate:>8.2f} {variant.peak_bytes / 2**20:>21.1f}")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    # training_step logs through self.log, which only warns without a Trainer attached.
+    warnings.filterwarnings("ignore", message=".*self.log.*")
+    torch.manual_seed(0)
+    patch = BACKBONES.get(args.backbone)()["patch_size"]
+    batch = patient_batch(args.batch, args.views, args.tiles, args.size, patch, device)
+    variants = [timm_variant(args, encoded_images(batch), device)]
+    variants += [algorithm_variant(name, args, batch, device) for name in args.algorithms]
+    if not args.no_lightning:
+        variants.append(lightning_variant(args, batch, device))
+    run(variants, args, device)
+    report(variants, args, device)
+
+
+if __name__ == "__main__":
+    main()

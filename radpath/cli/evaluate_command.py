@@ -1,0 +1,42 @@
+"""``radpath evaluate``: metrics with confidence intervals and an HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def evaluate(
+    run: Annotated[Path, typer.Option("--run", help="Run folder written by radpath train.")],
+    manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, report.html.")],
+    adapt: Annotated[str, typer.Option(help="Test-time adaptation: none, tent, sar or "
+                                            "causal.")] = "none",
+    split: Annotated[str, typer.Option(help="Split to evaluate (all rows when the "
+                                            "manifests have none).")] = "test",
+    workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
+) -> None:
+    """Evaluate a run: AUC, sensitivity/specificity, calibration, localisation, with CIs."""
+    from radpath.evaluation.runner import evaluate_run
+
+    result = evaluate_run(run, manifest, out, adapt=adapt, split=split, workers=workers)
+    table = Table(title=f"{result.metrics_path}", show_edge=False)
+    for column in ("task", "modality", "domain", "AUC [95% CI]", "n"):
+        table.add_column(column)
+    for row in result.rows:
+        if row["metric"] == "auc" and row["value"] is not None:
+            table.add_row(row["task"], row["modality"], row["domain"],
+                          f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
+                          str(row["n"]))
+    console.print(table)
+    console.print(f"report: {result.report_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)

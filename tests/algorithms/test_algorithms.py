@@ -1,0 +1,210 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from radpath.algorithms import ALGORITHMS, Algorithm, register_algorithm
+from radpath.algorithms.base import MODALITIES, modality_rows
+from radpath.algorithms.config import IrmSettings, MixStyleSettings
+from radpath.errors import RadpathError
+from tests.algorithms import only, tiny_algorithm
+from tests.models import random_batch
+
+NAMES = ALGORITHMS.names()
+B = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Milliseconds of work per op: on a shared 2-core machine a second intra-op thread
+    # only waits for a busy core, and made this module 10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _snapshot(algorithm: Algorithm) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in algorithm.named_parameters()}
+
+
+def _assert_finite_logs(logs: dict[str, float]) -> None:
+    assert "loss" in logs
+    for name, value in logs.items():
+        assert type(value) is float, f"{name} is a {type(value).__name__}, not a float"
+        assert math.isfinite(value), f"{name} = {value}"
+
+
+def test_every_expected_algorithm_is_registered() -> None:
+    assert {"erm", "irm", "mixstyle", "coral", "groupdro", "paper"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_update_returns_finite_floats_and_changes_parameters(name: str) -> None:
+    algorithm = tiny_algorithm(name)
+    before = _snapshot(algorithm)
+    _assert_finite_logs(algorithm.update(random_batch()))
+    after = dict(algorithm.named_parameters())
+    for key in ("model.heads.fused.", "model.backbone.encoders.shared.blocks.0.",
+                "model.backbone.patch_embed.mammo.", "model.backbone.patch_embed.histo."):
+        changed = [not torch.equal(before[n], after[n]) for n in before if n.startswith(key)]
+        assert changed and any(changed), f"{name}: no parameter under {key} moved"
+    assert int(algorithm.steps_done) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("training", [True, False])
+def test_predict_gives_probabilities_and_keeps_the_mode(name: str, training: bool) -> None:
+    algorithm = tiny_algorithm(name).train(training)
+    predictions = algorithm.predict(random_batch())
+    assert algorithm.training is training
+    assert all(m.training is training for m in algorithm.modules())
+    for modality in (*MODALITIES, "fused"):
+        prob = predictions[f"{modality}_prob"]
+        assert prob.shape == (B,) and not prob.requires_grad
+        assert torch.all((prob >= 0) & (prob <= 1))
+    assert int(algorithm.steps_done) == 0  # predicting is not a training step
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_a_batch_with_one_modality_trains_and_predicts(name: str, modality: str) -> None:
+    batch = only(random_batch(), modality)
+    algorithm = tiny_algorithm(name)
+    _assert_finite_logs(algorithm.update(batch))
+    predictions = algorithm.predict(batch)
+    assert all(torch.isfinite(predictions[f"{m}_prob"]).all() for m in (*MODALITIES, "fused"))
+    other = "histo" if modality == "mammo" else "mammo"
+    assert torch.all(predictions[f"{other}_feat"] == 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_and_batches_give_identical_losses(name: str) -> None:
+    batch = random_batch(seed=1)
+    logs, predictions = [], []
+    for _ in range(2):
+        algorithm = tiny_algorithm(name, seed=0)
+        logs.append(algorithm.update(batch))
+        predictions.append(algorithm.predict(batch)["fused_prob"])  # after the same step
+    assert logs[0] == logs[1]
+    torch.testing.assert_close(predictions[0], predictions[1], rtol=0, atol=0)
+
+
+def test_paper_reports_contrastive_and_irm_terms() -> None:
+    logs = tiny_algorithm("paper").update(random_batch())
+    assert {"contrastive", "irm", "fused_bce", "loss"} <= set(logs)
+    assert logs["contrastive"] > 0  # units 0 and 3 are true pairs
+
+
+def test_paper_logit_scale_stays_clamped_under_a_huge_learning_rate() -> None:
+    algorithm = tiny_algorithm("paper")
+    algorithm._optimizer = algorithm.make_optimizer(lr=1e3)
+    scale = algorithm.contrastive.logit_scale
+    # Always push the scale up, whatever the batch: only the clamp can then hold it.
+    scale.register_hook(lambda grad: torch.full_like(grad, -1.0))
+    bound = math.log(100.0)
+    for seed in range(6):
+        algorithm.update(random_batch(seed=seed))
+        assert float(scale.detach()) == pytest.approx(bound)
+        assert float(algorithm.contrastive.scale().detach()) <= 100.0 + 1e-4
+
+
+@pytest.mark.parametrize("name", ["irm", "paper"])
+def test_irm_weight_is_one_until_annealing_then_the_full_weight(name: str) -> None:
+    algorithm = tiny_algorithm(name, irm=IrmSettings(weight=7.0, anneal_steps=2))
+    batch = random_batch()
+    weights = []
+    for _ in range(4):
+        weights.append(algorithm.irm_weight())
+        logs = algorithm.update(batch)
+    assert weights == [1.0, 1.0, 7.0, 7.0]
+    algorithm.steps_done.zero_()  # as if resumed from an early checkpoint
+    assert algorithm.irm_weight() == 1.0
+    algorithm.steps_done.fill_(2)
+    assert algorithm.irm_weight() == 7.0
+    assert "irm" in logs
+
+
+def test_irm_loss_is_divided_by_the_weight_after_annealing() -> None:
+    algorithm = tiny_algorithm("irm", irm=IrmSettings(weight=7.0, anneal_steps=0)).eval()
+    _, logs = algorithm.compute_loss(random_batch())
+    w = algorithm.config.weights
+    weighted = (logs["mammo_bce"] * w.mammo + logs["histo_bce"] * w.histo
+                + logs["fused_bce"] * w.fused + logs["grade"] * w.grade
+                + logs["localisation"] * w.localisation + logs["irm"] * 7.0)
+    assert logs["loss"] == pytest.approx(weighted / 7.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["irm", "paper"])
+def test_irm_refuses_a_single_domain(name: str) -> None:
+    with pytest.raises(ValueError, match="at least two domains"):
+        tiny_algorithm(name, domains=["only"])
+
+
+@pytest.mark.parametrize("name", ["mixstyle", "paper"])
+def test_mixstyle_mixes_in_training_and_is_identity_at_eval(name: str) -> None:
+    algorithm = tiny_algorithm(name, mixstyle=MixStyleSettings(p=1.0)).train()
+    batch = random_batch()
+    with torch.no_grad():
+        outputs = []
+        for seed in (1, 2, 1):
+            algorithm.mixstyle.reseed(seed)
+            outputs.append(algorithm(batch)["fused_logit"])
+        plain = algorithm.model(batch)["fused_logit"]
+    assert not torch.allclose(outputs[0], outputs[1])
+    assert not torch.allclose(outputs[0], plain)
+    torch.testing.assert_close(outputs[0], outputs[2], rtol=0, atol=0)
+    first, second = algorithm.predict(batch), algorithm.predict(batch)
+    torch.testing.assert_close(first["fused_prob"], second["fused_prob"], rtol=0, atol=0)
+    torch.testing.assert_close(first["fused_prob"], torch.sigmoid(plain), rtol=0, atol=0)
+    assert algorithm.training
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - {"mixstyle", "paper"}))
+def test_algorithms_without_mixstyle_have_none(name: str) -> None:
+    assert tiny_algorithm(name).mixstyle is None
+
+
+def _group_losses(algorithm: Algorithm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (modality, domain) BCE losses that Group DRO weighs, in its group order."""
+    with torch.no_grad():
+        out = algorithm.model(batch)
+    losses = []
+    for modality in MODALITIES:
+        logits, targets, domains, _ = modality_rows(out, batch, modality)
+        for domain in range(algorithm.domain_count):
+            chosen = domains == domain
+            assert chosen.any(), "every group needs examples for this test"
+            losses.append(F.binary_cross_entropy_with_logits(logits[chosen], targets[chosen]))
+    return torch.stack(losses)
+
+
+def test_groupdro_weights_move_toward_the_group_with_the_higher_loss() -> None:
+    algorithm = tiny_algorithm("groupdro", groupdro_eta=1.0)
+    batch = random_batch(units=8, seed=3)
+    torch.testing.assert_close(algorithm.robust.q, torch.full((4,), 0.25))
+    losses = _group_losses(algorithm, batch)
+    algorithm.update(batch)
+    q = algorithm.robust.q  # a new tensor each step
+    worst, best = int(losses.argmax()), int(losses.argmin())
+    assert worst != best
+    assert float(q[worst]) > 0.25 > float(q[best])
+    assert int(q.argmax()) == worst
+    torch.testing.assert_close(q, torch.softmax(losses, dim=0))  # q_0 uniform, eta = 1
+    algorithm.eval()
+    algorithm.compute_loss(batch)  # evaluation never moves the weights
+    torch.testing.assert_close(algorithm.robust.q, q, rtol=0, atol=0)
+
+
+def test_registry_refuses_a_duplicate_name() -> None:
+    original = ALGORITHMS.get("erm")
+
+    class Impostor(Algorithm):
+        pass
+
+    with pytest.raises(RadpathError, match="already registered"):
+        register_algorithm("erm")(Impostor)
+    assert ALGORITHMS.get("erm") is original
