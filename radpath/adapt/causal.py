@@ -42,7 +42,8 @@ The procedure, for each test batch
    (:func:`~radpath.adapt.tent.configure_layernorm`), using only the (unit, head) terms
    whose prediction the interventions agree on: the sign of the logit (malignant or
    not) is the same in all ``K + 1`` versions. A prediction that flips under a nuisance
-   change is not evidence to sharpen. SAR's collapse reset
+   change is not evidence to sharpen. Agreement is judged once per batch, with the
+   weights the batch arrives with, and holds for its ``steps``. SAR's collapse reset
    (:mod:`radpath.adapt.sar`) guards it: the source weights come back when the moving
    average of the loss falls below ``reset_threshold * ln 2``, or when the fused
    predictions of the batch fall to a single class that they did not before. The
@@ -96,7 +97,8 @@ def nuisance_directions(features: Tensor, k: int, mask: Tensor | None = None) ->
     if k == 0 or residuals.shape[0] == 0:
         return features.new_zeros(dim, 0)
     _, singular, vh = torch.linalg.svd(residuals.double(), full_matrices=False)
-    tolerance = singular.max() * max(residuals.shape) * 1e-12
+    # Numerical rank at the precision of the input (as torch.linalg.matrix_rank does).
+    tolerance = singular.max() * max(residuals.shape) * torch.finfo(features.dtype).eps
     rank = int((singular > tolerance).sum())
     return vh[:min(k, rank)].T.to(features.dtype)
 

@@ -37,11 +37,18 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
 
 
 def _register_commands() -> None:
-    from radpath.cli import data_commands, demo_command, evaluate_command, train_command
+    from radpath.cli import (
+        benchmark_command,
+        data_commands,
+        demo_command,
+        evaluate_command,
+        train_command,
+    )
 
     data_commands.register(app)
     train_command.register(app)
     evaluate_command.register(app)
+    benchmark_command.register(app)
     demo_command.register(app)
 
 
