@@ -139,4 +139,4 @@ def _split_backbone_lr(optimizer: torch.optim.Optimizer, backbone: set[int],
             if params:
                 lr = group["lr"] * (scale if in_backbone else 1.0)
                 groups.append({**group, "params": params, "lr": lr})
-    return type(optimizer)(groups, lr=optimizer.defaults["lr"])
+    return type(optimizer)(groups, **optimizer.defaults)
