@@ -10,6 +10,47 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """A 12-patient synthetic cohort, paired and split (train 0.6 / val 0.4)."""
+    from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
+    from radpath.data.workflow import combine_pair_split
+
+    root = tmp_path_factory.mktemp("tiny-cohort")
+    source = make_synthetic_cohort(root, SyntheticConfig(n_patients=12, mammo_size=64,
+                                                         tile_size=64, seed=3))
+    out = root / "cohort.csv"
+    combine_pair_split([source], out, seed=0, fractions=(0.6, 0.4, 0.0))
+    return out
+
+
+@pytest.fixture
+def tiny_config(tmp_path_factory):
+    """configs/tiny.yaml with its cache in a temporary folder; pass overrides as needed."""
+    from radpath.engine.config import load_config
+
+    cache = tmp_path_factory.mktemp("cache")
+
+    def make(*overrides: str):
+        return load_config(REPO_ROOT / "configs" / "tiny.yaml",
+                           [f"data.cache_dir={cache}", *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_manifest, tmp_path_factory) -> Path:
+    """A run folder trained once per session with configs/tiny.yaml (seconds)."""
+    from radpath.engine.config import load_config
+    from radpath.engine.run import train
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    config = load_config(REPO_ROOT / "configs" / "tiny.yaml",
+                         [f"data.cache_dir={root / 'cache'}", "algorithm.name=paper"])
+    train(config, [tiny_manifest], root / "run", workers=1)
+    return root / "run"
+
+
 def _data_dir(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():
