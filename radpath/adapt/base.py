@@ -93,6 +93,10 @@ class TTAConfig(BaseModel):
         sam_rho: SAM's neighbourhood radius.
         n_interventions: causal: intervened versions of each batch (K).
         n_directions: causal: nuisance directions removed per head (k).
+        nuisance_ratio: causal: a direction is removed only when the variance the
+            interventions cause along it is at least this multiple of the variance between
+            cases along it: directions where cases differ more than their imaging does
+            carry content, and are kept (0 removes all ``k``).
         adapt_norm: causal: also adapt LayerNorms on the samples the interventions agree
             on (entropy minimisation, with SAR's collapse reset).
         interventions: strengths of the causal interventions.
@@ -116,6 +120,7 @@ class TTAConfig(BaseModel):
     sam_rho: float = Field(0.05, gt=0)
     n_interventions: int = Field(8, ge=1)
     n_directions: int = Field(4, ge=0)
+    nuisance_ratio: float = Field(1.0, ge=0)
     adapt_norm: bool = False
     interventions: InterventionConfig = InterventionConfig()
     seed: int = 0

@@ -171,7 +171,7 @@ def test_causal_without_directions_is_the_source_model() -> None:
 def test_causal_predicts_on_mixed_batches_and_leaves_the_source_alone(tmp_path) -> None:
     algorithm, batch = tiny_algorithm(), _batch()
     before = state_copy(algorithm)
-    adapter = build_tta(algorithm, _config())
+    adapter = build_tta(algorithm, _config(nuisance_ratio=0.0))  # remove all k directions
     source = state_copy(adapter.algorithm)
     out = adapter.adapt_and_predict(batch)
     expected = algorithm.predict(batch)
@@ -221,3 +221,17 @@ def test_adapt_norm_skips_when_no_prediction_agrees(monkeypatch) -> None:
     source = state_copy(adapter.algorithm)
     adapter.adapt_and_predict(_batch())
     assert not changed_keys(source, adapter.algorithm)
+
+
+def test_directions_where_cases_differ_more_than_imaging_are_kept() -> None:
+    from radpath.adapt.causal import nuisance_directions
+
+    generator = torch.Generator().manual_seed(0)
+    cases = torch.zeros(16, 3)
+    cases[:, 0] = torch.randn(16, generator=generator) * 5.0  # content: cases differ a lot
+    versions = cases.expand(6, 16, 3).clone()
+    versions[..., 0] += torch.randn(6, 16, generator=generator) * 0.5  # small nuisance
+    versions[..., 1] += torch.randn(6, 16, generator=generator) * 2.0  # pure nuisance
+    kept = nuisance_directions(versions, 2, min_ratio=1.0)
+    assert kept.shape[1] == 1 and abs(float(kept[1, 0])) > 0.99
+    assert nuisance_directions(versions, 2, min_ratio=0.0).shape[1] == 2

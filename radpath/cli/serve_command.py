@@ -1,0 +1,74 @@
+"""``radpath serve``: the HTTP API and web viewer of one trained run."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from radpath.errors import RadpathError
+
+console = Console(stderr=True)
+TOKEN_ENV = "RADPATH_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, or 0.0.0.0: reachable from elsewhere
+
+
+def check_exposure(host: str, token: str | None) -> None:
+    """Refuse to listen beyond loopback without a token.
+
+    Raises:
+        RadpathError: ``host`` is not a loopback address and ``token`` is empty.
+    """
+    if not token and not is_loopback(host):
+        raise RadpathError(f"refusing to serve on {host!r} without a token: anyone who can "
+                           f"reach it could upload images. Give --token (or set {TOKEN_ENV}), "
+                           "or serve on 127.0.0.1 behind your own authenticating proxy")
+
+
+def serve(
+    run: Annotated[Path, typer.Option("--run", help="Run folder written by radpath train.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    token: Annotated[str | None, typer.Option(
+        help=f"Bearer token required by POST /v1/cases (default: ${TOKEN_ENV}). Needed "
+             "when --host is not a loopback address.")] = None,
+    max_mb: Annotated[float, typer.Option(help="Largest request body in MB.", min=0.01)] = 64,
+    max_files: Annotated[int, typer.Option(help="Most files per field.", min=1)] = 16,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per case.", min=0.1)] = 120,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)] = None,
+) -> None:
+    """Serve the API (POST /v1/cases, GET /v1/health) and the web viewer at /."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    check_exposure(host, token)
+
+    import uvicorn
+
+    from radpath.serve.app import create_app
+    from radpath.serve.limits import Limits
+
+    limits = Limits(max_request_bytes=int(max_mb * 1024 * 1024), max_files_per_field=max_files,
+                    timeout_s=timeout)
+    app = create_app(run, token=token, limits=limits, threads=threads)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"radpath serving {run.name} at http://{shown}:{port}/ "
+                  f"({'token required' if token else 'no token'}); Ctrl-C stops")
+    # uvicorn's access log holds the method, path and status only: never a request body.
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
