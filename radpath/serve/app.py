@@ -65,14 +65,14 @@ class _BodyTooLarge(Exception):
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(run_dir: str | Path, *, token: str | None = None, limits: Limits = Limits(),
-               threads: int | None = None) -> FastAPI:
+def create_app(run_dir: str | Path, *, token: str | None = None,
+               limits: Limits | None = None, threads: int | None = None) -> FastAPI:
     """The server of one trained run.
 
     Args:
         run_dir: a run folder written by ``radpath train``; loaded once, here.
         token: when given, ``POST /v1/cases`` needs ``Authorization: Bearer <token>``.
-        limits: request limits (:class:`~radpath.serve.limits.Limits`).
+        limits: request limits (:class:`~radpath.serve.limits.Limits`; None: defaults).
         threads: torch CPU threads (``torch.set_num_threads``); None keeps torch's default.
 
     Raises:
@@ -84,13 +84,18 @@ def create_app(run_dir: str | Path, *, token: str | None = None, limits: Limits 
         import torch
 
         torch.set_num_threads(threads)
-    state = _State(load_run(run_dir), token or None, limits)
+    from radpath.explain.case import MAP_KINDS
+
+    state = _State(load_run(run_dir), token or None, limits or Limits(),
+                   map_kinds=tuple(MAP_KINDS))
+    limits = state.limits
     app = FastAPI(title="radpath", version=_version(),
                   summary="Explain a breast case: mammograms, optional histology tiles.")
     app.state.radpath = state
     app.add_middleware(_Guard, max_bytes=limits.max_request_bytes)
     app.add_exception_handler(CaseError, _case_error_response)
-    app.add_exception_handler(_BodyTooLarge, lambda _r, _e: _too_large(limits))
+    app.add_exception_handler(_BodyTooLarge,
+                              lambda r, _e: _case_error_response(r, _too_large_error(limits)))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_routes(app, state)
     return app
@@ -103,6 +108,7 @@ class _State:
     limits: Limits
     # explain_case switches model state (fused attention off, hooks): one case at a time.
     model_lock: threading.Lock = field(default_factory=threading.Lock)
+    map_kinds: tuple[str, ...] = ("localisation",)
     pending: int = 0
 
     def model_info(self) -> dict[str, Any]:
@@ -125,7 +131,8 @@ def _add_routes(app: FastAPI, state: _State) -> None:
                                                   "max_pixels", "timeout_s"})
         return {"status": "ok", "model": state.model_info(), "limits": limits}
 
-    @app.post("/v1/cases", summary="Explain one case", openapi_extra=_CASE_OPENAPI)
+    @app.post("/v1/cases", summary="Explain one case",
+              openapi_extra=_case_openapi(state.map_kinds))
     async def cases(request: Request) -> JSONResponse:
         _check_token(request, state.token)
         content_type = request.headers.get("content-type", "")
@@ -170,10 +177,6 @@ def _too_large_error(limits: Limits) -> CaseError:
                           "bytes (max_request_bytes)")
 
 
-def _too_large(limits: Limits) -> JSONResponse:
-    return _case_error_response(None, _too_large_error(limits))  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------------- the form
 
 
@@ -206,8 +209,9 @@ def _parse_form(form: Any, state: _State) -> _Job:
         raise CaseError(422, f"top_k must be a whole number from 1 to {_MAX_TOP_K}, got "
                              f"{_clip(top_k)!r}")
     map_kind = _text(form, "map_kind", "localisation")
-    if not re.fullmatch(r"[a-z_]{1,32}", map_kind):
-        raise CaseError(422, f"map_kind must be a lower-case name, got {_clip(map_kind)!r}")
+    if map_kind not in state.map_kinds:
+        raise CaseError(422, f"map_kind must be one of {', '.join(state.map_kinds)}, got "
+                             f"{_clip(map_kind)!r}")
     return _Job(uploads, pairing, int(top_k), map_kind)
 
 
@@ -272,17 +276,21 @@ def _explain_job(job: _Job, state: _State, deadline: float) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="radpath-case-"))  # mode 0700
     try:
         files = _save(job, folder)
+        found = _identifiers(files)
         names = {str(path): name for paths in files.values() for path, name in paths}
-        secrets_found = _identifiers(files)
+        # In error messages a server path becomes "mammo file 'name'".
+        labels = {str(path): f"{key} file '{name}'" for key, paths in files.items()
+                  for path, name in paths}
 
         def clean(text: str) -> str:
-            return _scrub(_unpath(text, names, folder), secrets_found)
+            return _scrub(_unpath(text, names, folder), found)
 
         try:
             _check_images(files, state.limits.max_pixels)
+            payload = _explain_locked(job, state, files, deadline)
         except CaseError as exc:
-            raise CaseError(exc.status, clean(exc.detail)) from None
-        payload = _explain_locked(job, state, files, deadline, clean)
+            detail = _scrub(_unpath(exc.detail, labels, folder), found)
+            raise CaseError(exc.status, detail, exc.headers) from None
         payload["inputs"] = {key: [name for _, name in paths] for key, paths in files.items()}
         return _walk_strings(payload, clean)
     finally:
@@ -332,19 +340,19 @@ def _status_of(reason: str) -> int:
 
 
 def _explain_locked(job: _Job, state: _State, files: dict[str, list[tuple[Path, str]]],
-                    deadline: float, clean: Callable[[str], str]) -> dict[str, Any]:
+                    deadline: float) -> dict[str, Any]:
     if not state.model_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
         raise CaseError(504, "timed out waiting for the model (timeout_s)")
     try:
         if time.monotonic() > deadline:  # the request has already been answered with 504
             raise CaseError(504, "timed out waiting for the model (timeout_s)")
-        return _explain(job, state, files, clean)
+        return _explain(job, state, files)
     finally:
         state.model_lock.release()
 
 
-def _explain(job: _Job, state: _State, files: dict[str, list[tuple[Path, str]]],
-             clean: Callable[[str], str]) -> dict[str, Any]:
+def _explain(job: _Job, state: _State,
+             files: dict[str, list[tuple[Path, str]]]) -> dict[str, Any]:
     from radpath.explain.case import explain_case
 
     try:
@@ -352,9 +360,9 @@ def _explain(job: _Job, state: _State, files: dict[str, list[tuple[Path, str]]],
                                    [p for p, _ in files["histo"]], top_k=job.top_k,
                                    map_kind=job.map_kind, pairing=job.pairing)
     except ImageReadError as exc:
-        raise CaseError(_status_of(exc.reason), clean(str(exc))) from None
-    except (RadpathError, ValueError) as exc:
-        raise CaseError(422, clean(str(exc))) from None
+        raise CaseError(_status_of(exc.reason), str(exc)) from None
+    except (RadpathError, ValueError) as exc:  # inputs already checked: the message says why
+        raise CaseError(422, str(exc)) from None
     payload = explanation.to_json()
     payload["images"] = _images(explanation, payload)
     return payload
@@ -489,24 +497,28 @@ def _version() -> str:
 
 
 _BINARY_LIST = {"type": "array", "items": {"type": "string", "format": "binary"}}
-_CASE_OPENAPI: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["mammo"],
-        "properties": {
-            "mammo": {**_BINARY_LIST, "minItems": 1,
-                      "description": "Mammograms of one patient: DICOM, PNG, PGM or TIFF."},
-            "histo": {**_BINARY_LIST, "description": "H&E histology images (RGB), optional."},
-            "pairing": {"type": "string", "enum": list(PAIRINGS), "default": "none",
-                        "description": "How the histology relates to the mammograms: 'true' "
-                                       "(same patient), 'pseudo' (label-matched), 'none'."},
-            "top_k": {"type": "integer", "minimum": 1, "maximum": _MAX_TOP_K, "default": 3},
-            "map_kind": {"type": "string", "default": "localisation"},
-        }}}}},
-    "responses": {str(code): {"description": text, "content": {"application/json": {
-        "schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}}
-        for code, text in ((401, "Missing or wrong bearer token"),
-                           (413, "Request, file count or image too large"),
-                           (415, "Not multipart, or a file that is not an image"),
-                           (422, "A corrupt, truncated or wrong-type image, a missing field"),
-                           (503, "Busy"), (504, "Timed out"))},
-}
+_ERROR = {"application/json": {"schema": {"type": "object",
+                                          "properties": {"detail": {"type": "string"}}}}}
+_ERRORS = ((401, "Missing or wrong bearer token"),
+           (413, "Request, file count or image too large"),
+           (415, "Not multipart, or a file that is not an image"),
+           (422, "A corrupt, truncated or wrong-kind image, or a missing or bad field"),
+           (503, "Busy: too many cases in progress"), (504, "The case timed out"))
+
+
+def _case_openapi(map_kinds: Sequence[str]) -> dict[str, Any]:
+    """The multipart body of ``POST /v1/cases`` (the handler parses it itself)."""
+    properties = {
+        "mammo": {**_BINARY_LIST, "minItems": 1,
+                  "description": "Mammograms of one patient: DICOM, PNG, PGM or TIFF."},
+        "histo": {**_BINARY_LIST, "description": "H&E histology images (RGB), optional."},
+        "pairing": {"type": "string", "enum": list(PAIRINGS), "default": "none",
+                    "description": "'pseudo' when the histology is from another patient."},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": _MAX_TOP_K, "default": 3},
+        "map_kind": {"type": "string", "enum": list(map_kinds), "default": "localisation"},
+    }
+    schema = {"type": "object", "required": ["mammo"], "properties": properties}
+    return {"requestBody": {"required": True,
+                            "content": {"multipart/form-data": {"schema": schema}}},
+            "responses": {str(code): {"description": text, "content": _ERROR}
+                          for code, text in _ERRORS}}

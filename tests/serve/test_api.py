@@ -65,7 +65,8 @@ def test_case_with_mammogram_and_histology(client, mammo_png, histo_png):
     view = body["images"]["views"][0]
     base, heat = _decode(view["base"]), _decode(view["heatmap"])
     assert heat.mode == "RGBA" and heat.size == base.size
-    assert len(body["images"]["tiles"]) == len(body["tiles"]) and _decode(body["images"]["figure"]).size
+    assert len(body["images"]["tiles"]) == len(body["tiles"])
+    assert _decode(body["images"]["figure"]).size
     assert "/tmp" not in response.text and "radpath-case-" not in response.text
 
 
