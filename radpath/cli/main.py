@@ -42,6 +42,7 @@ def _register_commands() -> None:
         data_commands,
         demo_command,
         evaluate_command,
+        explain_command,
         train_command,
     )
 
@@ -49,6 +50,7 @@ def _register_commands() -> None:
     train_command.register(app)
     evaluate_command.register(app)
     benchmark_command.register(app)
+    explain_command.register(app)
     demo_command.register(app)
 
 

@@ -66,8 +66,22 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     console.print(f"radpath serving {run.name} at http://{shown}:{port}/ "
                   f"({'token required' if token else 'no token'}); Ctrl-C stops")
-    # uvicorn's access log holds the method, path and status only: never a request body.
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False)
+
+
+def log_config() -> dict:
+    """uvicorn's logging, plus radpath.serve's lines (counts, sanitised names, timings).
+
+    uvicorn's access log holds the method, path and status only; neither logs a body.
+    """
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["radpath.serve"] = {"handlers": ["default"], "level": "INFO",
+                                          "propagate": False}
+    return config
 
 
 def register(app: typer.Typer) -> None:

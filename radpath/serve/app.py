@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +292,12 @@ def _explain_job(job: _Job, state: _State, deadline: float) -> dict[str, Any]:
         except CaseError as exc:
             detail = _scrub(_unpath(exc.detail, labels, folder), found)
             raise CaseError(exc.status, detail, exc.headers) from None
+        except Exception as exc:  # a radpath bug: log where (no locals), answer plainly
+            where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+            logger.error("case failed: %s\n%s", clean(f"{type(exc).__name__}: {exc}"),
+                         clean(where))
+            raise CaseError(500, "internal error while explaining the case (the server log "
+                                 "says where); the input may be fine") from None
         payload["inputs"] = {key: [name for _, name in paths] for key, paths in files.items()}
         return _walk_strings(payload, clean)
     finally:

@@ -112,3 +112,8 @@ def dicom_bytes(*, truncate: bool = False) -> bytes:
     ds.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue()
     return data[: len(data) - 3000] if truncate else data
+
+
+def pytest_configure(config):
+    # Also declared in pyproject.toml; repeated here so this folder runs on its own.
+    config.addinivalue_line("markers", "browser: end-to-end tests in Debian's Chromium")

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -116,12 +117,15 @@ def test_oversized_request_is_413(small):
 
 
 def test_oversized_body_without_content_length_is_413(small):
-    def chunks():
+    def chunks():  # a well-formed start of a multipart body, then too many bytes
+        yield (b'--b\r\nContent-Disposition: form-data; name="mammo"; filename="a.png"\r\n'
+               b"Content-Type: image/png\r\n\r\n")
         for _ in range(40):
             yield b"x" * 10_000
 
     response = small.post("/v1/cases", content=chunks(),
                           headers={"content-type": "multipart/form-data; boundary=b"})
+    assert "content-length" not in response.request.headers
     _refused(small, response, 413, "max_request_bytes")
 
 
@@ -201,3 +205,86 @@ def test_histology_tiles_are_linked_to_regions(client, mammo_png):
     links = [link for region in body["regions"] for link in region["links"]]
     assert links and all(0 <= link["tile"] < len(body["tiles"]) for link in links)
     assert all(-1.0 <= link["similarity"] <= 1.0 for link in links)
+
+
+def test_slow_case_is_504_busy_server_503_and_uploads_are_deleted(tiny_run, mammo_png,
+                                                                  monkeypatch, tmp_path):
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from radpath.serve import Limits, create_app
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app = create_app(tiny_run, limits=Limits(timeout_s=0.001, max_pending=2), threads=1)
+    with TestClient(app) as slow:
+        files = [("mammo", ("m.png", mammo_png))]
+        _refused(slow, slow.post("/v1/cases", files=files), 504, "timeout_s")
+        app.state.radpath.pending = 2
+        response = slow.post("/v1/cases", files=files)
+        app.state.radpath.pending = 0
+        _refused(slow, response, 503, "busy")
+        assert response.headers["retry-after"]
+    deadline = time.monotonic() + 30  # the abandoned case finishes, then cleans up
+    while list(tmp_path.glob("radpath-case-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(tmp_path.glob("radpath-case-*"))
+
+
+def test_uploads_are_deleted_after_each_case(client, mammo_png, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert client.post("/v1/cases", files=[("mammo", ("m.png", mammo_png))]).status_code == 200
+    assert client.post("/v1/cases", files=[("mammo", ("x.png", b"junk"))]).status_code == 415
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("host", "token", "refused"), [
+    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False),
+    ("0.0.0.0", None, True), ("192.168.1.20", None, True), ("example.org", None, True),
+    ("0.0.0.0", "t0ken", False),
+])
+def test_serve_refuses_a_public_host_without_token(host, token, refused):
+    from radpath.cli.serve_command import check_exposure
+    from radpath.errors import RadpathError
+
+    if refused:
+        with pytest.raises(RadpathError, match="without a token"):
+            check_exposure(host, token)
+    else:
+        check_exposure(host, token)
+
+
+def test_serve_command_reads_the_token_from_the_environment(tiny_run, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from radpath.cli import serve_command
+
+    app = typer.Typer()
+    serve_command.register(app)
+    app.command("noop", hidden=True)(lambda: None)  # two commands: 'serve' stays a name
+    ran = {}
+    monkeypatch.setattr("uvicorn.run", lambda served, **kw: ran.update(kw, app=served))
+    refused = CliRunner().invoke(app, ["serve", "--run", str(tiny_run), "--host", "0.0.0.0"])
+    assert refused.exit_code != 0 and "without a token" in str(refused.exception)
+    monkeypatch.setenv("RADPATH_TOKEN", "from-env")
+    result = CliRunner().invoke(app, ["serve", "--run", str(tiny_run), "--host", "0.0.0.0",
+                                      "--port", "8123", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert ran["host"] == "0.0.0.0" and ran["port"] == 8123
+    assert ran["app"].state.radpath.token == "from-env"
+    assert ran["log_config"]["loggers"]["radpath.serve"]["level"] == "INFO"
+
+
+def test_a_bug_is_a_json_500_without_identifiers(client, monkeypatch, caplog):
+    def broken(*_args, **_kwargs):
+        raise IndexError(f"boom near {PATIENT_ID}")
+
+    monkeypatch.setattr("radpath.explain.case.explain_case", broken)
+    caplog.set_level(logging.DEBUG)
+    response = client.post("/v1/cases", files=[("mammo", ("exam.dcm", dicom_bytes()))])
+    assert response.status_code == 500 and "internal error" in response.json()["detail"]
+    assert "IndexError" in caplog.text and PATIENT_ID not in caplog.text + response.text
+    assert client.get("/v1/health").status_code == 200

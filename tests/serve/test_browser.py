@@ -101,6 +101,7 @@ def test_viewer_shows_scores_heatmap_tiles_and_json(server_url, browser, mias_di
     assert page.get_attribute("#download", "href").startswith("blob:")
     assert not errors, errors
 
+    page.fill("#opacity", "0.5")
     shot = tmp_path / "viewer.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
