@@ -76,7 +76,7 @@ def main() -> None:
     adaptations = ("none", "tent") if args.quick else ("none", "tent", "causal")
     if args.only != "real":
         cohort = make_synthetic_cohort(args.work / "synthetic-cohort",
-                                       SyntheticConfig(n_patients=36, mammo_size=128,
+                                       SyntheticConfig(n_patients=60, mammo_size=128,
                                                        tile_size=128, seed=7))
         run("synthetic_lodo", read_manifest(cohort), args.work, overrides,
             ("site-a", "site-b", "site-c"), adaptations)

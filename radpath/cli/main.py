@@ -43,6 +43,7 @@ def _register_commands() -> None:
         demo_command,
         evaluate_command,
         explain_command,
+        serve_command,
         train_command,
     )
 
@@ -51,6 +52,7 @@ def _register_commands() -> None:
     evaluate_command.register(app)
     benchmark_command.register(app)
     explain_command.register(app)
+    serve_command.register(app)
     demo_command.register(app)
 
 
