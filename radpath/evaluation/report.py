@@ -27,7 +27,6 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}
 th{background:#f0f0f0}img{max-width:100%}.figs img{max-width:48%;margin:4px}
 .note{color:#666;font-size:13px}
-.note{color:#666;font-size:13px}
 .gallery img{width:220px;margin:4px}"""
 
 
