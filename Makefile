@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # torch and torchvision must come as a matching pair (else torchvision fails to import).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/preprocess.py
+
+# The real data of ../shared/data: ingest, pseudo-pair, split by patient, train on 2 CPUs.
+REAL_DATA ?= ../shared/data
+REAL_OUT ?= runs/real-data
+real: $(STAMP)
+	for source in mias ucsb breakhis; do \
+	  $(BIN)/radpath ingest $$source $(REAL_DATA)/$$source --out $(REAL_OUT)/$$source/manifest.csv || exit 1; \
+	done
+	$(BIN)/radpath pair $(REAL_OUT)/mias/manifest.csv $(REAL_OUT)/ucsb/manifest.csv \
+	  $(REAL_OUT)/breakhis/manifest.csv --out $(REAL_OUT)/cohort.csv --fractions 0.65,0.35,0.0
+	$(BIN)/radpath train --config configs/real-cpu.yaml --manifest $(REAL_OUT)/cohort.csv \
+	  --out runs/real-cpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-out
