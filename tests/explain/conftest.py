@@ -8,11 +8,7 @@ import torch
 from PIL import Image
 
 from radpath.data.manifest import read_manifest
-from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
-from radpath.data.workflow import combine_pair_split
 from radpath.engine.checkpoint import load_run
-from radpath.engine.config import load_config
-from radpath.engine.run import train
 from radpath.models.backbone import BackboneConfig
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
 
@@ -20,23 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def cohort(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("explain-cohort")
-    source = make_synthetic_cohort(root, SyntheticConfig(n_patients=12, mammo_size=64,
-                                                         tile_size=64, seed=5))
-    out = root / "cohort.csv"
-    combine_pair_split([source], out, seed=0, fractions=(0.6, 0.4, 0.0))
-    return out
+def cohort(tiny_manifest) -> Path:
+    return tiny_manifest
 
 
 @pytest.fixture(scope="session")
-def run_dir(cohort, tmp_path_factory) -> Path:
-    cache = tmp_path_factory.mktemp("explain-cache")
-    config = load_config(REPO / "configs" / "tiny.yaml",
-                         [f"data.cache_dir={cache}", "optim.epochs=1"])
-    out = tmp_path_factory.mktemp("explain-run") / "run"
-    train(config, [cohort], out, workers=1)
-    return out
+def run_dir(tiny_run) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="session")
