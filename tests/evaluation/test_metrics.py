@@ -189,3 +189,20 @@ def test_confusion_counts_and_errors():
 
 def test_estimate_prints_interval():
     assert str(Estimate(0.8, 0.7, 0.9, 10)) == "0.800 [0.700, 0.900] (n=10)"
+
+
+def test_bootstrap_interval_covers_the_true_auc_about_95_percent_of_the_time():
+    from math import erf, sqrt
+
+    from radpath.evaluation.metrics import auc_with_ci
+
+    separation = 1.0
+    true_auc = 0.5 * (1 + erf(separation / sqrt(2) / sqrt(2)))  # binormal: Phi(d / sqrt 2)
+    rng = np.random.default_rng(2024)
+    trials, covered = 300, 0
+    for trial in range(trials):
+        y = np.r_[np.ones(40, int), np.zeros(60, int)]
+        scores = np.r_[rng.normal(separation, 1, 40), rng.normal(0, 1, 60)]
+        estimate = auc_with_ci(y, scores, n_boot=400, seed=trial)
+        covered += estimate.ci_low <= true_auc <= estimate.ci_high
+    assert 0.89 <= covered / trials <= 0.99
