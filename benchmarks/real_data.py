@@ -71,8 +71,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-bench"))
     parser.add_argument("--quick", action="store_true", help="fewer epochs, no causal")
     parser.add_argument("--only", choices=("real", "synthetic"), default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override key=value (repeatable)")
     args = parser.parse_args()
-    overrides = ["optim.epochs=3"] if args.quick else []
+    overrides = (["optim.epochs=3"] if args.quick else []) + args.overrides
     adaptations = ("none", "tent") if args.quick else ("none", "tent", "causal")
     if args.only != "real":
         cohort = make_synthetic_cohort(args.work / "synthetic-cohort",

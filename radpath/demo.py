@@ -32,7 +32,7 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("radpath") / "configs" / "demo.yaml"))
 
 
-def run_demo(out: str | Path, *, patients: int = 36, seed: int = 0,
+def run_demo(out: str | Path, *, patients: int = 48, seed: int = 0,
              workers: int | None = None, progress: bool = True,
              overrides: Sequence[str] = ()) -> dict[str, Path]:
     """Run every stage into ``out``; returns the paths worth opening.

@@ -14,7 +14,7 @@ console = Console(stderr=True)
 
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
-    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = 36,
+    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = 48,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
