@@ -122,3 +122,18 @@ def test_two_process_ddp_on_cpu(tiny_manifest, tiny_config, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert record["device"]["devices"] == 2 and record["status"] == "finished"
+
+
+def test_checkpoints_follow_the_per_modality_auc_not_the_fused_one():
+    from radpath.engine.module import monitored_auc
+    from radpath.evaluation.metrics import NAN_ESTIMATE, Estimate
+
+    def auc(value):
+        return Estimate(value, value, value, 10)
+
+    assert monitored_auc({"mammo": auc(0.6), "histo": auc(0.8), "fused": auc(1.0)}) == 0.7
+    assert monitored_auc({"mammo": NAN_ESTIMATE, "histo": auc(0.8), "fused": auc(1.0)}) == 0.8
+    assert monitored_auc({"mammo": NAN_ESTIMATE, "histo": NAN_ESTIMATE,
+                          "fused": auc(0.9)}) == 0.9
+    assert monitored_auc({"mammo": NAN_ESTIMATE, "histo": NAN_ESTIMATE,
+                          "fused": NAN_ESTIMATE}) == 0.0
