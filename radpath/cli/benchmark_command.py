@@ -26,7 +26,8 @@ def benchmark(
     workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
 ) -> None:
     """Train each algorithm per fold; write lodo.md and lodo.json with CIs and DeLong p."""
-    from radpath.data.manifest import Manifest, read_manifest
+    from radpath.data.manifest import read_manifest
+    from radpath.data.workflow import combine
     from radpath.engine.config import load_config
     from radpath.errors import ConfigError
     from radpath.evaluation.protocols import run_lodo
@@ -35,7 +36,7 @@ def benchmark(
         raise ConfigError(f"--protocol: only 'lodo' is available here (held-out test is "
                           f"'radpath evaluate --split test'); got {protocol!r}")
     settings = load_config(config, list(set_ or []))
-    records = Manifest([r for path in manifest for r in read_manifest(path)])
+    records = combine([read_manifest(path) for path in manifest])
     run_lodo(settings, records, out, algorithms=_names(algorithms), adaptations=_names(adapt),
              column=column, holdout=_names(holdout), workers=workers)
     console.print((out / "lodo.md").read_text())

@@ -8,11 +8,20 @@ from pathlib import Path
 from radpath.data.manifest import Manifest, read_manifest, write_manifest
 from radpath.data.pairing import pair_modalities, pairing_summary
 from radpath.data.splits import check_leakage, split_patients
+from radpath.errors import ConfigError
 
 
 def combine(manifests: Sequence[Manifest]) -> Manifest:
     """One manifest holding every record; image ids must stay unique across sources."""
     return Manifest([record for manifest in manifests for record in manifest])
+
+
+def read_paired(paths: Sequence[str | Path], *, seed: int = 0) -> Manifest:
+    """Read and combine manifests, pairing them unless every record is paired already."""
+    if not paths:
+        raise ConfigError("at least one --manifest is needed")
+    manifest = combine([read_manifest(p) for p in paths])
+    return manifest if all(r.pairing for r in manifest) else pair_modalities(manifest, seed=seed)
 
 
 def combine_pair_split(paths: Sequence[str | Path], out: str | Path, *, seed: int = 0,

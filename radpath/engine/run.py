@@ -22,16 +22,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from radpath.algorithms import ALGORITHMS, Algorithm
-from radpath.data.manifest import Manifest, read_manifest
-from radpath.data.pairing import pair_modalities, pairing_mode
+from radpath.data.manifest import Manifest
+from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
 from radpath.data.splits import check_leakage, split_patients
+from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, dump_config
 from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.engine.sampler import BalancedUnitSampler
-from radpath.errors import ConfigError, RadpathError
+from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel
 
 
@@ -48,15 +49,10 @@ class RunResult:
 
 def prepare_manifest(paths: Sequence[str | Path], config: TrainConfig) -> Manifest:
     """Combine manifests; pair and split them if not done yet; refuse leaks and no labels."""
-    if not paths:
-        raise ConfigError("at least one --manifest is needed")
-    records = [record for path in paths for record in read_manifest(path)]
-    manifest = Manifest(records)
+    manifest = read_paired(paths, seed=config.seed)
     if not any(r.label for r in manifest):
         raise RadpathError("the manifests have no labels: training needs a 'label' column "
                            "with normal, benign or malignant values")
-    if not all(r.pairing for r in manifest):
-        manifest = pair_modalities(manifest, seed=config.seed)
     if not all(r.split for r in manifest):
         manifest = split_patients(manifest, fractions=config.split.fractions, seed=config.seed)
     check_leakage(manifest)

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from radpath.algorithms.base import Algorithm
@@ -57,15 +56,10 @@ class UnitPredictions:
 Predictor = Callable[[dict], dict]
 
 
-@torch.no_grad()
-def _plain(algorithm: Algorithm) -> Predictor:
-    return algorithm.predict
-
-
 def predict_dataset(algorithm: Algorithm, dataset: PatientBagDataset, *,
                     predictor: Predictor | None = None, batch_size: int = 8) -> UnitPredictions:
     """Predict every unit of ``dataset`` with ``predictor`` (default: ``algorithm.predict``)."""
-    predict = predictor or _plain(algorithm)
+    predict = predictor or algorithm.predict
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         collate_fn=collate_patients)
     chunks: list[dict[str, np.ndarray]] = []
@@ -92,8 +86,7 @@ def predict_dataset(algorithm: Algorithm, dataset: PatientBagDataset, *,
                 "histo": [u.histo_domain for u in units],
                 "fused": ["all"] * len(units)},
         prob={m: merged.get(f"{m}_prob", np.zeros(0)) for m in MODALITY_OUTPUTS},
-        grade_prob=merged.get("grade_prob") if merged.get("grade_prob", np.zeros((0, 0))).size
-        else None,
+        grade_prob=merged["grade_prob"] if merged.get("grade_prob", np.zeros(0)).size else None,
     )
     if scores:
         result.views = _view_results(dataset, scores)

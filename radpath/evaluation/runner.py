@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from radpath.atomic import atomic_path
-from radpath.data.manifest import Manifest, read_manifest
-from radpath.data.pairing import pair_modalities, pairing_mode
+from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
+from radpath.data.workflow import read_paired
 from radpath.engine.checkpoint import LoadedRun, load_run
 from radpath.engine.data import PatientBagDataset
 from radpath.errors import RadpathError
@@ -26,16 +26,6 @@ class EvaluationResult:
     report_path: Path
     rows: list[dict[str, Any]]
     predictions: UnitPredictions
-
-
-def evaluation_manifest(paths: Sequence[str | Path], seed: int = 0) -> Manifest:
-    """Combine manifests and pair them when they are not paired yet."""
-    if not paths:
-        raise RadpathError("at least one --manifest is needed")
-    manifest = Manifest([r for path in paths for r in read_manifest(path)])
-    if not all(r.pairing for r in manifest):
-        manifest = pair_modalities(manifest, seed=seed)
-    return manifest
 
 
 def make_predictor(run: LoadedRun, adapt: str, *, mode: str = "episodic") -> Predictor:
@@ -53,7 +43,7 @@ def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str 
                  n_boot: int = 1000, progress: bool = True) -> EvaluationResult:
     """Evaluate the run's best checkpoint on ``split`` of ``manifests`` (all when unsplit)."""
     run = load_run(run_dir)
-    manifest = evaluation_manifest(manifests, seed=run.config.seed)
+    manifest = read_paired(manifests, seed=run.config.seed)
     has_splits = all(r.split for r in manifest)
     chosen = split if has_splits else None
     if chosen and not any(r.split == chosen for r in manifest):

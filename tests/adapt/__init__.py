@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
@@ -12,18 +9,6 @@ from radpath.algorithms import ALGORITHMS
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.models.backbone import BackboneConfig
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread while inside: on a shared 2-core machine, two threads that
-    compete with other processes make these tiny models about ten times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def tiny_algorithm(seed: int = 0, num_grades: int = 3) -> nn.Module:

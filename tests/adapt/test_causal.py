@@ -14,14 +14,8 @@ from radpath.adapt.causal import (
 from radpath.adapt.interventions import adjust_hed, intervene
 from radpath.adapt.tent import layernorm_parameters
 from radpath.models.heads import BinaryHead, OrdinalHead
-from tests.adapt import changed_keys, single_thread, state_copy, tiny_algorithm
+from tests.adapt import changed_keys, state_copy, tiny_algorithm
 from tests.models import random_batch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _batch(**kwargs) -> dict[str, torch.Tensor]:

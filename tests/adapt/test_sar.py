@@ -8,14 +8,8 @@ import torch
 from radpath.adapt import TTAConfig, build_tta
 from radpath.adapt.sar import LN2, CollapseGuard, predictions_collapsed, reliable_mask
 from radpath.adapt.tent import head_entropies, layernorm_parameters
-from tests.adapt import changed_keys, single_thread, state_copy, tiny_algorithm
+from tests.adapt import changed_keys, state_copy, tiny_algorithm
 from tests.models import random_batch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _confident_algorithm():

@@ -10,17 +10,10 @@ from radpath.errors import RadpathError
 from tests.adapt import (
     changed_keys,
     layernorm_names,
-    single_thread,
     state_copy,
     tiny_algorithm,
 )
 from tests.models import random_batch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 def _mean_entropy(probs: torch.Tensor) -> float:

@@ -17,16 +17,6 @@ NAMES = ALGORITHMS.names()
 B = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Milliseconds of work per op: on a shared 2-core machine a second intra-op thread
-    # only waits for a busy core, and made this module 10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _snapshot(algorithm: Algorithm) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in algorithm.named_parameters()}
 
