@@ -66,6 +66,7 @@ class HistoConfig(pydantic.BaseModel):
 
     tile_size: int = pydantic.Field(224, gt=0)
     stride: int | None = pydantic.Field(None, gt=0)
+    scale: float = pydantic.Field(1.0, gt=0.0, le=1.0)
     min_tissue: float = pydantic.Field(0.5, ge=0.0, le=1.0)
     stain_method: StainMethod = "macenko"
 

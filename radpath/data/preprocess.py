@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -87,14 +88,20 @@ class RecordPreprocessor:
             raise RadpathError(f"{record.path}: expected an RGB H&E image, got greyscale")
         stained = self.stain.transform(pixels)
         cfg = self.config.histo
-        tiles = tile_image(stained.image, tile_size=cfg.tile_size, stride=cfg.stride,
+        image = stained.image
+        if cfg.scale != 1.0:
+            image = cv2.resize(image, None, fx=cfg.scale, fy=cfg.scale,
+                               interpolation=cv2.INTER_AREA)
+        tiles = tile_image(image, tile_size=cfg.tile_size, stride=cfg.stride,
                            min_tissue=cfg.min_tissue)
         if not tiles:  # keep the image usable: the single most tissue-rich tile
-            tiles = sorted(tile_image(stained.image, tile_size=cfg.tile_size, stride=cfg.stride,
+            tiles = sorted(tile_image(image, tile_size=cfg.tile_size, stride=cfg.stride,
                                       min_tissue=0.0), key=lambda t: -t.tissue_fraction)[:1]
         tiles = sorted(tiles, key=lambda t: -t.tissue_fraction)[: self.config.max_tiles]
         stack = np.stack([t.image for t in tiles])
-        xy = np.array([[t.x, t.y] for t in tiles], dtype=np.int32)
+        # Corners in original pixels, whatever the scale.
+        xy = np.round(np.array([[t.x, t.y] for t in tiles], dtype=np.float64)
+                      / cfg.scale).astype(np.int32)
         return Preprocessed("histo", stack, tile_xy=xy, stain_normalised=stained.normalised,
                             note=stained.reason)
 

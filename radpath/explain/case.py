@@ -87,6 +87,7 @@ class _Tile:
     x: int
     y: int
     image: np.ndarray  # uint8 RGB (t, t, 3), stain-normalised
+    size: int  # side in original pixels (t / histo.scale)
 
 
 @dataclass
@@ -223,7 +224,8 @@ def _load_tiles(paths: Sequence[str | Path], pre: RecordPreprocessor, limit: int
         record = Record(image_id=Path(path).stem, patient_id="case", modality="histo",
                         path=str(path))
         done = pre(record)
-        stacks.append([_Tile(Path(path).name, int(x), int(y), tile)
+        side = round(done.image.shape[1] / pre.config.histo.scale)
+        stacks.append([_Tile(Path(path).name, int(x), int(y), tile, side)
                        for tile, (x, y) in zip(done.image, done.tile_xy, strict=True)])
     # Rank by rank over the images, as the training data interleaves them.
     order = sorted((rank, k) for k, stack in enumerate(stacks) for rank in range(len(stack)))
@@ -357,7 +359,7 @@ def _json(views: list[_View], tiles: list[_Tile], regions: list[Region],
                      "r": round(r.r, 2), "score": round(r.score, 6),
                      "links": [{"tile": t, "similarity": round(s, 6)} for t, s in r.links]}
                     for rank, r in enumerate(regions, start=1)],
-        "tiles": [{"index": i, "file": t.file, "x": t.x, "y": t.y, "size": int(t.image.shape[0]),
+        "tiles": [{"index": i, "file": t.file, "x": t.x, "y": t.y, "size": t.size,
                    "mil_attention": round(float(histo_att[i]), 6)}
                   for i, t in enumerate(tiles)],
         "map_kind": map_kind,

@@ -108,13 +108,29 @@ def _valid_views(batch: Mapping[str, Tensor]) -> Tensor:
     return torch.nonzero(batch["mammo_mask"][0].bool(), as_tuple=False).flatten()
 
 
+def _stitched(model: CrossModalModel, window_maps: Tensor, keep: Tensor,
+              layout: tuple[int, int]) -> Tensor:
+    """Maps of the encoded windows as view maps, zero over the windows left out."""
+    full = window_maps.new_zeros(keep.shape[0], *window_maps.shape[1:])
+    full[keep] = window_maps
+    return model.stitch(full, layout)
+
+
 def rollout_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndarray:
-    """Attention rollout of every existing view of the one unit in ``batch``."""
+    """Attention rollout of every existing view of the one unit in ``batch`` (per window,
+    stitched, for a windowed model)."""
     images = batch["mammo"][0, _valid_views(batch)]
+    windowed = bool(model.config.mammo_window)
+    if windowed:
+        windows, keep, layout = model.mammo_windows(images)
+        images = windows[keep]
     grid = model.backbone.grid_size("mammo", tuple(images.shape[-2:]))
     with explaining(model), AttentionRecorder(model, "mammo") as recorder, torch.no_grad():
         model.encode_images(images, "mammo")
-    return rollout(recorder.matrices, grid).cpu().numpy()
+    maps = rollout(recorder.matrices, grid)
+    if windowed:
+        maps = _stitched(model, maps, keep, layout)
+    return maps.cpu().numpy()
 
 
 def gradcam_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndarray:
@@ -136,12 +152,17 @@ def gradcam_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndar
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)
-    tokens = captured[0]  # (valid views, 1 + P, D): the mammograms pass first
+    tokens = captured[0]  # (valid views or windows, 1 + P, D): the mammograms pass first
     patches, grads = tokens[:, 1:].detach(), tokens.grad[:, 1:]
     weights = grads.mean(dim=1, keepdim=True)
     cam = torch.relu((patches * weights).sum(dim=-1))
-    grid = model.backbone.grid_size("mammo", tuple(batch["mammo"].shape[-2:]))
-    return cam.reshape(-1, *grid).cpu().numpy()
+    if not model.config.mammo_window:
+        grid = model.backbone.grid_size("mammo", tuple(batch["mammo"].shape[-2:]))
+        return cam.reshape(-1, *grid).cpu().numpy()
+    _, keep, layout = model.mammo_windows(batch["mammo"][0, _valid_views(batch)])
+    side = model.config.mammo_window
+    grid = model.backbone.grid_size("mammo", (side, side))
+    return _stitched(model, cam.reshape(-1, *grid), keep, layout).cpu().numpy()
 
 
 def localisation_maps(out: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> np.ndarray:
@@ -153,10 +174,22 @@ def localisation_maps(out: Mapping[str, Tensor], batch: Mapping[str, Tensor]) ->
 
 
 def mil_maps(out: Mapping[str, Tensor], batch: Mapping[str, Tensor],
-             grid: tuple[int, int]) -> np.ndarray:
-    """Constant maps, one per view, valued at the view's MIL attention weight."""
-    weights = out["mammo_attention"][0, _valid_views(batch)].detach().cpu().numpy()
+             grid: tuple[int, int], window_grid: tuple[int, int] | None = None) -> np.ndarray:
+    """The MIL attention weight of each view (constant over it), or of each window (constant
+    over the window) for a windowed model, whose windows span ``window_grid`` tokens."""
+    views = _valid_views(batch)
+    if "mammo_window_attention" in out and window_grid is not None:
+        windows = out["mammo_window_attention"][0, views].detach().cpu().numpy()
+        layout = (grid[0] // window_grid[0], grid[1] // window_grid[1])
+        weights = windows.reshape(len(windows), *layout)
+        return np.kron(weights, np.ones(window_grid, dtype=np.float32)).astype(np.float32)
+    weights = out["mammo_attention"][0, views].detach().cpu().numpy()
     return np.ones((len(weights), *grid), dtype=np.float32) * weights[:, None, None]
+
+
+def _window_grid(model: CrossModalModel) -> tuple[int, int] | None:
+    side = model.config.mammo_window
+    return model.backbone.grid_size("mammo", (side, side)) if side else None
 
 
 def compute_maps(model: CrossModalModel, batch: Mapping[str, Tensor],
@@ -181,7 +214,7 @@ def compute_maps(model: CrossModalModel, batch: Mapping[str, Tensor],
     makers = {"rollout": lambda: rollout_maps(model, batch),
               "gradcam": lambda: gradcam_maps(model, batch),
               "localisation": lambda: localisation_maps(out, batch),
-              "mil": lambda: mil_maps(out, batch, grid)}
+              "mil": lambda: mil_maps(out, batch, grid, _window_grid(model))}
     return {kind: makers[check_kind(kind)]().astype(np.float32) for kind in kinds}
 
 

@@ -22,6 +22,15 @@ from radpath.models.backbone import MODALITIES, NUM_PREFIX_TOKENS, BackboneConfi
 from radpath.models.heads import BinaryHead, LocalisationHead, OrdinalHead
 from radpath.models.mil import GatedAttentionPool
 
+# A window is encoded when this share of its pixels is above the view's background level,
+# the view's minimum plus this margin (in the normalised units the model receives: the
+# engine maps [0, 1] to (x - 0.5) / 0.25, so 0.2 is 0.05 of the intensity range, far above
+# the augmentation noise yet below any breast tissue left after percentile normalisation).
+WINDOW_MIN_BREAST = 0.05
+WINDOW_BACKGROUND_MARGIN = 0.2
+# Token score (a logit) given to windows that are not encoded: clearly "no lesion".
+BACKGROUND_SCORE = -10.0
+
 
 class ModelConfig(pydantic.BaseModel):
     """The whole model.
@@ -39,6 +48,16 @@ class ModelConfig(pydantic.BaseModel):
             ``LayerNorm`` and ``Linear``, is added before the heads (radiologists compare
             the two breasts). Units without both sides, or batches without
             ``mammo_side``, are unchanged.
+        mammo_window: side in pixels of the windows a mammogram is encoded in; 0 encodes
+            the whole view. With windows, each view is cut into non-overlapping
+            ``mammo_window``-pixel windows, the backbone encodes each window that holds
+            breast (see :meth:`CrossModalModel.mammo_windows`), and the gated-attention
+            pooling runs over the windows of all the unit's views: a lesion a few
+            millimetres wide is then a large part of one window instead of a speck in the
+            film, the attention picks the suspicious windows (multiple-instance learning,
+            Ilse et al. 2018), and the cost grows linearly, not quadratically, with the
+            film's area. Token maps are stitched back into the view's grid, so heatmaps and
+            lesion maps keep their meaning. Set ``backbone.img_size`` to the window side.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -50,6 +69,7 @@ class ModelConfig(pydantic.BaseModel):
     localisation: bool = True
     localisation_r: float = pydantic.Field(5.0, gt=0)
     bilateral: bool = False
+    mammo_window: int = pydantic.Field(0, ge=0)
 
     @pydantic.field_validator("num_grades")
     @classmethod
@@ -111,17 +131,28 @@ class CrossModalModel(nn.Module):
         out: dict[str, Tensor] = {}
         present = []
         for modality in MODALITIES:
-            instances, mask, patches = self._encode_bag(batch, modality, mixstyle)
+            if modality == "mammo" and self.config.mammo_window:
+                instances, mask, views, localised = self._encode_windows(batch, mixstyle)
+            else:
+                instances, mask, patches = self._encode_bag(batch, modality, mixstyle)
+                views, localised = instances, None
+                if modality == "mammo" and self.localisation is not None:
+                    localised = self._localise(batch["mammo"], mask, patches)
             feat, attention = self.pools[modality](instances, mask)
             if modality == "mammo" and self.asymmetry is not None:
-                feat = feat + self._asymmetry(instances, mask, batch.get("mammo_side"))
+                view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
+                feat = feat + self._asymmetry(views, view_mask, batch.get("mammo_side"))
+            if modality == "mammo" and self.config.mammo_window:
+                window_attention = attention.reshape(*views.shape[:2], -1)
+                out["mammo_window_attention"] = window_attention
+                attention = window_attention.sum(dim=-1)
             out[f"{modality}_feat"] = feat
             out[f"{modality}_attention"] = attention
             out[f"{modality}_logit"] = self.heads[modality](feat)
             out[f"{modality}_proj"] = self.projections[modality](feat)
             present.append(mask.any(dim=1))
-            if modality == "mammo" and self.localisation is not None:
-                out.update(self._localise(batch["mammo"], mask, patches))
+            if localised is not None:
+                out.update(localised)
         # Missing modalities pool to zeros, so the sum over modalities divided by the count
         # present is the mean of the available ones; units with one modality still get one.
         count = torch.stack(present, dim=1).sum(dim=1).clamp(min=1)
@@ -162,6 +193,101 @@ class CrossModalModel(nn.Module):
         instances = cls.new_zeros(units * bag, cls.shape[1]).masked_scatter(
             flat_mask[:, None], cls)
         return instances.reshape(units, bag, -1), mask, patches
+
+    def mammo_windows(self, views: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Cut views ``(N, C, H, W)`` into ``config.mammo_window`` windows.
+
+        Returns:
+            The windows ``(N * nh * nw, C, w, w)`` (view-major, rows then columns), which
+            of them to encode ``(N * nh * nw,)`` bool, and ``(nh, nw)``. A window is
+            encoded when at least :data:`WINDOW_MIN_BREAST` of its pixels are brighter than
+            the view's background (its minimum plus :data:`WINDOW_BACKGROUND_MARGIN`), and
+            every view keeps at least its most-filled window.
+        """
+        side = self.config.mammo_window
+        n, channels, height, width = views.shape
+        if height % side or width % side:
+            raise ValueError(f"model.mammo_window ({side}) must divide the mammogram size "
+                             f"({height}x{width})")
+        rows, cols = height // side, width // side
+        windows = (views.reshape(n, channels, rows, side, cols, side)
+                   .permute(0, 2, 4, 1, 3, 5).reshape(n * rows * cols, channels, side, side))
+        floor = views.amin(dim=(1, 2, 3)) + WINDOW_BACKGROUND_MARGIN
+        floor = floor.repeat_interleave(rows * cols)[:, None, None, None]
+        filled = (windows > floor).float().mean(dim=(1, 2, 3)).reshape(n, rows * cols)
+        keep = filled >= WINDOW_MIN_BREAST
+        keep[torch.arange(n, device=views.device), filled.argmax(dim=1)] = True
+        return windows, keep.reshape(-1), (rows, cols)
+
+    @staticmethod
+    def stitch(window_maps: Tensor, layout: tuple[int, int]) -> Tensor:
+        """Per-window maps ``(N * nh * nw, gh, gw)`` as view maps ``(N, nh * gh, nw * gw)``."""
+        rows, cols = layout
+        grid_h, grid_w = window_maps.shape[-2:]
+        views = window_maps.shape[0] // (rows * cols)
+        return (window_maps.reshape(views, rows, cols, grid_h, grid_w)
+                .permute(0, 1, 3, 2, 4).reshape(views, rows * grid_h, cols * grid_w))
+
+    def _encode_windows(self, batch: Mapping[str, Tensor], mixstyle: nn.Module | None
+                        ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
+        """Window instances ``(B, V * W, D)`` and their mask, mean window features per view
+        ``(B, V, D)``, and the stitched localisation outputs (None without the head)."""
+        images = batch["mammo"]
+        units, bag = images.shape[:2]
+        view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
+        flat_mask = view_mask.reshape(-1)
+        side = self.config.mammo_window
+        per_view = (images.shape[-2] // side) * (images.shape[-1] // side)
+        dim = self.backbone.embed_dim
+        instances = images.new_zeros(units * bag * per_view, dim)
+        keep_all = torch.zeros(units * bag * per_view, dtype=torch.bool, device=images.device)
+        localised = None
+        if bool(flat_mask.any()):
+            valid = images.reshape(units * bag, *images.shape[2:])[flat_mask]
+            windows, keep, layout = self.mammo_windows(valid)
+            domains = batch.get("mammo_domain")
+            if domains is not None:
+                domains = domains[:, None].expand(units, bag).reshape(-1)[flat_mask]
+                domains = domains.repeat_interleave(per_view)[keep]
+            cls, patches = self.encode_images(windows[keep], "mammo", domains=domains,
+                                              mixstyle=mixstyle)
+            slots = flat_mask.repeat_interleave(per_view).clone()
+            slots[slots.clone()] = keep
+            instances = instances.to(cls).masked_scatter(slots[:, None], cls)
+            keep_all = slots
+            if self.localisation is not None:
+                localised = self._localise_windows(patches, keep, layout, view_mask)
+        elif self.localisation is not None:
+            localised = self._localise(images, view_mask, None)
+        instances = instances.reshape(units, bag, per_view, dim)
+        keep_all = keep_all.reshape(units, bag, per_view)
+        counts = keep_all.sum(dim=-1, keepdim=True).clamp(min=1).to(instances)
+        views = (instances * keep_all[..., None]).sum(dim=2) / counts
+        return (instances.reshape(units, bag * per_view, dim),
+                keep_all.reshape(units, bag * per_view), views, localised)
+
+    def _localise_windows(self, patches: Tensor, keep: Tensor, layout: tuple[int, int],
+                          view_mask: Tensor) -> dict[str, Tensor]:
+        """Token scores of the encoded windows, stitched into view maps ``(B, V, gh, gw)``;
+        windows left out score :data:`BACKGROUND_SCORE` and are left out of the pooling;
+        missing views score 0, as without windows."""
+        units, views = view_mask.shape
+        grid = self.backbone.grid_size("mammo", (self.config.mammo_window,) * 2)
+        window_scores = self.localisation(patches)
+        scores = window_scores.new_full((keep.shape[0], grid[0] * grid[1]), BACKGROUND_SCORE)
+        scores = scores.masked_scatter(keep[:, None], window_scores).reshape(-1, *grid)
+        tokens_kept = keep[:, None].expand(-1, grid[0] * grid[1]).to(scores).reshape(-1, *grid)
+        view_scores = self.stitch(scores, layout)
+        view_kept = self.stitch(tokens_kept, layout).bool()
+        flat_scores = view_scores.reshape(view_scores.shape[0], -1)
+        logits = self.localisation.image_logit(flat_scores, view_kept.reshape_as(flat_scores))
+        flat_mask = view_mask.reshape(-1)
+        full_grid = view_scores.shape[-2:]
+        all_scores = flat_scores.new_zeros(units * views, flat_scores.shape[1])
+        all_scores = all_scores.masked_scatter(flat_mask[:, None], flat_scores)
+        view_logit = flat_scores.new_zeros(units * views).masked_scatter(flat_mask, logits)
+        return {"token_scores": all_scores.reshape(units, views, *full_grid),
+                "view_logit": view_logit.reshape(units, views)}
 
     def _asymmetry(self, instances: Tensor, mask: Tensor, side: Tensor | None) -> Tensor:
         """``(B, D)``: the projected ``|mean left - mean right|`` view features of units

@@ -44,6 +44,22 @@ def test_histo_becomes_stain_normalised_tiles(cohort):
     assert item.image.dtype == np.uint8 and len(item.tile_xy) == len(item.image)
 
 
+def test_histo_scale_tiles_the_resized_image_with_corners_in_original_pixels(cohort):
+    record = next(r for r in cohort if r.modality == "histo")
+    cfg = PreprocessConfig(histo=HistoConfig(tile_size=32, min_tissue=0.0,
+                                             stain_method="none"), max_tiles=64)
+    full = RecordPreprocessor(cfg)(record)
+    half = RecordPreprocessor(cfg.model_copy(
+        update={"histo": cfg.histo.model_copy(update={"scale": 0.5})}))(record)
+    assert len(full.image) == 16 and len(half.image) == 4  # 128 px tile: 4x4, then 2x2
+    assert sorted(map(tuple, half.tile_xy.tolist())) == [(0, 0), (0, 64), (64, 0), (64, 64)]
+    # A half-scale tile is the area-average of the full-resolution pixels it covers.
+    source = np.asarray(Image.open(record.path).convert("RGB"), dtype=np.float64)
+    corner = next(i for i, xy in enumerate(half.tile_xy.tolist()) if xy == [64, 0])
+    expected = source[0:64, 64:128].reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+    assert np.abs(half.image[corner] - expected).max() <= 1.0
+
+
 def test_reinhard_without_reference_names_the_key():
     with pytest.raises(ConfigError, match="stain_reference"):
         RecordPreprocessor(PreprocessConfig(histo=HistoConfig(stain_method="reinhard")))

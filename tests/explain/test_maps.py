@@ -14,6 +14,8 @@ from radpath.explain.maps import (
     map_to_original,
     map_to_output,
 )
+from radpath.models.backbone import BackboneConfig
+from radpath.models.crossmodal import CrossModalModel, ModelConfig
 
 
 def _blob_image(size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -42,6 +44,21 @@ def test_each_map_kind_is_finite_and_not_empty(tiny_model, kind):
     assert maps.max() > 0
     if kind == "mil":  # constant within a view, valued at the view's attention weight
         assert np.ptp(maps[0]) == 0 and np.isclose(maps[:, 0, 0].sum(), 1.0, atol=1e-5)
+    else:
+        assert np.ptp(maps[0]) > 0, f"{kind} map is uniform"
+
+
+@pytest.mark.parametrize("kind", MAP_KINDS)
+def test_windowed_model_maps_cover_the_view_grid(kind):
+    torch.manual_seed(0)
+    model = CrossModalModel(ModelConfig(
+        backbone=BackboneConfig(name="vit_test", img_size=16, histo_img_size=32),
+        projection_dim=16, mil_hidden=16, mammo_window=16)).eval()
+    maps = compute_maps(model, _two_view_batch(), [kind])[kind]
+    assert maps.shape == (2, 4, 4) and np.isfinite(maps).all() and maps.max() > 0
+    if kind == "mil":  # constant within each window, the windows' weights sum to 1
+        assert np.ptp(maps[0, :2, :2]) == 0 and np.ptp(maps[0]) > 0
+        assert np.isclose(maps[:, ::2, ::2].sum(), 1.0, atol=1e-5)
     else:
         assert np.ptp(maps[0]) > 0, f"{kind} map is uniform"
 
