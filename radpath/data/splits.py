@@ -58,7 +58,11 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
     """Assign every record a ``split``, grouped by patient and stratified by label.
 
     Units (a patient, or the two patients of a pseudo-pair) are stratified by modality
-    (``mammo``, ``histo`` or ``histo+mammo``) and patient label. Within each stratum the
+    (``mammo``, ``histo`` or ``histo+mammo``), patient label and domain (the mammogram's
+    domain for a unit with both modalities): a small cohort split by label alone can put
+    most malignant cases of one domain in training and of another in validation, and a
+    model that learns the domain (breast density, a staining batch) then scores below
+    chance on validation. Within each stratum the
     units are shuffled and cut in proportion to ``fractions``; a stratum with at least as
     many units as there are non-empty splits gives each of them at least one unit. Rounding
     left over by one stratum is carried into the next, so small strata do not all round
@@ -78,7 +82,7 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
             zero, or a name is repeated or empty.
     """
     weights = _check_fractions(fractions, names)
-    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for unit, records in _units(manifest).items():
         strata[_stratum(records)].append(unit)
     rng = np.random.default_rng(seed)
@@ -123,9 +127,10 @@ def _units(manifest: Manifest) -> dict[str, list[Record]]:
     return dict(units)
 
 
-def _stratum(records: list[Record]) -> tuple[str, str]:
+def _stratum(records: list[Record]) -> tuple[str, str, str]:
     modalities = "+".join(sorted({r.modality for r in records}))
-    return modalities, patient_label(records)
+    domain = next((r.domain for r in records if r.modality == "mammo"), records[0].domain)
+    return modalities, patient_label(records), domain
 
 
 def _allocate(n: int, weights: list[float],

@@ -19,6 +19,14 @@ Conventions:
       and grade.
     * Domains ``site-a``, ``site-b``, ... differ in mammogram gamma, gain and noise and in
       the H&E stain vectors (rotated in optical-density space), stain strength and noise.
+    * Optionally, a *shortcut*: some patients are imaged on a noisier device (extra
+      Gaussian noise on every image, both modalities), and how often that device goes with
+      malignancy is set per site (``shortcut_agreement``). Where the agreement is high the
+      noise predicts malignancy; where it is low the relation is reversed. It mimics a real
+      confounder (diagnostic work-ups imaged on another unit than screening) and survives
+      the preprocessing (percentile normalisation and stain normalisation do not remove
+      noise). A model that learns it fails at a site where the relation is reversed: the
+      "known shift" of the domain-generalisation benchmark.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from radpath.data.manifest import LABELS, Lesion, Record, write_manifest
 
@@ -50,6 +58,11 @@ class SyntheticConfig(BaseModel):
         domains: number of acquisition sites.
         both_fraction: share of patients with both modalities; the others alternate
             between mammo-only and histo-only.
+        shortcut_agreement: per site (in order), the probability that a patient's
+            device is the noisy one exactly when the patient is malignant; empty means no
+            shortcut (no patient gets the extra noise). 0.5 makes the noise uninformative.
+        shortcut_noise: standard deviation of the noisy device's extra noise, as a
+            fraction of the intensity range.
         seed: the cohort's seed; the same seed gives byte-identical files.
     """
 
@@ -61,7 +74,19 @@ class SyntheticConfig(BaseModel):
     tiles_per_patient: int = Field(2, ge=1)
     domains: int = Field(3, ge=1, le=26)
     both_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    shortcut_agreement: tuple[float, ...] = ()
+    shortcut_noise: float = Field(0.05, ge=0.0, le=0.5)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_shortcut(self) -> SyntheticConfig:
+        agreement = self.shortcut_agreement
+        if agreement and len(agreement) != self.domains:
+            raise ValueError(f"shortcut_agreement needs one probability per site ({self.domains}),"
+                             f" got {len(agreement)}")
+        if any(not 0.0 <= p <= 1.0 for p in agreement):
+            raise ValueError(f"shortcut_agreement values must lie in [0, 1], got {agreement}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,7 @@ class _Patient:
     label: str
     domain: int
     modalities: tuple[str, ...]
+    noisy: bool = False
 
 
 def make_synthetic_cohort(out_dir: str | Path, config: SyntheticConfig | None = None) -> Path:
@@ -113,9 +139,20 @@ def _plan_patients(config: SyntheticConfig) -> list[_Patient]:
         else:
             modalities = ("mammo",) if singles % 2 == 0 else ("histo",)
             singles += 1
-        patients.append(_Patient(i, f"syn-p{i:03d}", LABELS[i % len(LABELS)],
-                                 (i // len(LABELS)) % config.domains, modalities))
+        label, domain = LABELS[i % len(LABELS)], (i // len(LABELS)) % config.domains
+        patients.append(_Patient(i, f"syn-p{i:03d}", label, domain, modalities,
+                                 _noisy_device(config, i, label, domain)))
     return patients
+
+
+def _noisy_device(config: SyntheticConfig, index: int, label: str, domain: int) -> bool:
+    """Whether the patient is imaged on the noisy device (see ``shortcut_agreement``)."""
+    if not config.shortcut_agreement:
+        return False
+    # Its own generator: switching the shortcut on changes no other draw of the cohort.
+    agrees = np.random.default_rng([config.seed, index, 1]).random() < (
+        config.shortcut_agreement[domain])
+    return (label == "malignant") == agrees
 
 
 def _spread(domain: int, domains: int, low: float, high: float) -> float:
@@ -137,6 +174,9 @@ def _write_mammograms(patient: _Patient, config: SyntheticConfig, rng: np.random
         if side == "R":
             image, lesions = _mirror(image, lesions)
         image = _mammo_domain(image, patient.domain, config.domains, rng)
+        if patient.noisy:
+            image = np.clip(image + rng.normal(0.0, config.shortcut_noise, image.shape),
+                            0.0, 1.0).astype(np.float32)
         image_id = f"{patient.patient_id}-mammo-{side}-CC"
         path = folder / f"{image_id}.png"
         _save_grey(image, path, sixteen_bit=patient.domain % 2 == 1)
@@ -285,7 +325,8 @@ def _write_tiles(patient: _Patient, config: SyntheticConfig, rng: np.random.Gene
     noise = _spread(patient.domain, config.domains, 2.0, 6.0)
     records = []
     for k in range(config.tiles_per_patient):
-        tile = _he_tile(config.tile_size, patient.label, grade, stains, strength, noise, rng)
+        tile = _he_tile(config.tile_size, patient.label, grade, stains, strength,
+                        math.hypot(noise, 255.0 * config.shortcut_noise * patient.noisy), rng)
         image_id = f"{patient.patient_id}-histo-{k}"
         path = folder / f"{image_id}.png"
         Image.fromarray(tile).save(path)

@@ -59,6 +59,13 @@ class DataConfig(pydantic.BaseModel):
             mammograms are never flipped: their canonical laterality matters).
         mammo_gamma: range of the random mammogram gamma (drawn log-uniformly).
         mammo_noise: standard deviation of the Gaussian noise added to mammograms.
+        mammo_shift: largest random translation of a training mammogram, as a fraction of
+            its side, in whole patches (the lesion map moves with it; the image is padded
+            with background). Small cohorts let a model memorise where each training
+            lesion sits; moving it defeats that, and with ``model.mammo_window`` it also
+            moves lesions across window borders.
+        mammo_vflip: flip training mammograms top to bottom with probability 0.5 (never
+            left to right: the canonical laterality matters).
         num_workers: DataLoader worker processes.
         batch_size: units per batch.
         grade_column: the record field holding the ordinal grade.
@@ -77,6 +84,8 @@ class DataConfig(pydantic.BaseModel):
     flip: bool = True
     mammo_gamma: tuple[float, float] = (0.8, 1.25)
     mammo_noise: float = pydantic.Field(0.01, ge=0.0)
+    mammo_shift: float = pydantic.Field(0.0, ge=0.0, lt=0.5)
+    mammo_vflip: bool = False
     num_workers: int = pydantic.Field(0, ge=0)
     batch_size: int = pydantic.Field(8, ge=1)
     grade_column: str = "grade"
@@ -185,6 +194,26 @@ def _augment_mammo(image: np.ndarray, rng: np.random.Generator,
     return np.clip(out, 0.0, 1.0)
 
 
+def _move_mammo(image: np.ndarray, lesions: np.ndarray, rng: np.random.Generator,
+                config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A random whole-patch translation and top-bottom flip of an image and its lesions."""
+    size, patch = image.shape[0], config.patch_size
+    lesions = np.array(lesions, dtype=np.float64).reshape(-1, 3)
+    if config.mammo_vflip and rng.random() < 0.5:
+        image = image[::-1]
+        lesions[:, 1] = size - lesions[:, 1]
+    cells = int(config.mammo_shift * size) // patch
+    if cells:
+        dy, dx = (int(v) * patch for v in rng.integers(-cells, cells + 1, size=2))
+        moved = np.zeros_like(image)
+        rows, cols = slice(max(dy, 0), size + min(dy, 0)), slice(max(dx, 0), size + min(dx, 0))
+        moved[rows, cols] = image[max(-dy, 0):size - max(dy, 0), max(-dx, 0):size - max(dx, 0)]
+        image = moved
+        lesions[:, 0] += dx
+        lesions[:, 1] += dy
+    return np.ascontiguousarray(image), lesions
+
+
 def _augment_tile(tile: np.ndarray, rng: np.random.Generator, config: DataConfig) -> np.ndarray:
     if config.hed_sigma > 0 or config.hed_bias > 0:
         tile = hed_jitter(tile, rng, sigma=config.hed_sigma, bias=config.hed_bias)
@@ -287,10 +316,12 @@ class PatientBagDataset(Dataset):
         for record in unit.mammo:
             arrays = self._load(record)
             image = arrays["image"].astype(np.float32)
+            lesions = arrays.get("lesions", np.zeros((0, 3)))
             if rng is not None:
+                image, lesions = _move_mammo(image, lesions, rng, self.config)
                 image = _augment_mammo(image, rng, self.config)
             images.append((image - MAMMO_MEAN) / MAMMO_STD)
-            maps.append(lesion_map(arrays.get("lesions", np.zeros((0, 3))), size, patch))
+            maps.append(lesion_map(lesions, size, patch))
             known.append(bool(record.lesions) or record.label == "normal")
         grid = size // patch
         return (torch.from_numpy(np.stack(images)[:, None].astype(np.float32)) if images

@@ -112,3 +112,17 @@ def test_lodo_needs_two_values() -> None:
         lodo_folds(single)
     with pytest.raises(RadpathError, match="'source'"):
         lodo_folds(single, column="source")
+
+
+def test_malignant_cases_of_each_domain_are_shared_between_splits() -> None:
+    # Two densities, each with 8 malignant and 16 other patients: a split by label alone
+    # is free to put one density's malignant cases mostly in training.
+    records = [Record(f"p{p:03d}", f"p{p:03d}", "mammo", f"/x/{p}.png",
+                      "malignant" if p % 3 == 0 else "normal",
+                      domain="dense" if p % 2 else "fatty") for p in range(48)]
+    for seed in range(5):
+        split = split_patients(Manifest(records), fractions=(0.5, 0.5, 0.0), seed=seed)
+        counts = Counter((r.domain, r.label, r.split) for r in split)
+        for domain in ("dense", "fatty"):
+            assert counts[(domain, "malignant", "train")] == 4
+            assert counts[(domain, "malignant", "val")] == 4

@@ -96,3 +96,46 @@ def test_domains_differ(cohort: Manifest) -> None:
 def test_config_is_strict() -> None:
     with pytest.raises(ValueError, match="extra"):
         SyntheticConfig(n_patient=3)  # type: ignore[call-arg]
+
+
+def _high_frequency(path: str) -> float:
+    """Standard deviation of the difference of horizontally adjacent pixels."""
+    pixels = _pixels(path)
+    return float(np.diff(pixels.reshape(*pixels.shape[:2], -1), axis=1).std())
+
+
+def test_shortcut_noise_follows_the_agreement_of_each_site(tmp_path: Path) -> None:
+    config = SyntheticConfig(n_patients=90, mammo_size=64, tile_size=32, both_fraction=1.0,
+                             shortcut_agreement=(1.0, 0.0, 0.5), shortcut_noise=0.08)
+    cohort = read_manifest(make_synthetic_cohort(tmp_path / "s", config))
+    clean = read_manifest(make_synthetic_cohort(tmp_path / "c", config.model_copy(
+        update={"shortcut_agreement": ()})))
+    noisy: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for record, reference in zip(cohort, clean, strict=True):
+        if record.modality != "mammo" or record.laterality != "L":
+            continue
+        extra = _high_frequency(record.path) - _high_frequency(reference.path)
+        noisy[record.domain].append((_malignant(cohort, record), extra > 0.02))
+    # site-a: noisy exactly when malignant; site-b: exactly when not; site-c: a mixture.
+    assert all(malignant == flag for malignant, flag in noisy["site-a"])
+    assert all(malignant != flag for malignant, flag in noisy["site-b"])
+    agreement = np.mean([m == f for m, f in noisy["site-c"]])
+    assert 0.2 < agreement < 0.8
+
+
+def _malignant(cohort: Manifest, record) -> bool:
+    return any(r.label == "malignant" for r in cohort if r.patient_id == record.patient_id)
+
+
+def test_shortcut_off_changes_nothing(tmp_path: Path) -> None:
+    config = SyntheticConfig(n_patients=6, mammo_size=64, tile_size=32)
+    plain = read_manifest(make_synthetic_cohort(tmp_path / "a", config))
+    unused = read_manifest(make_synthetic_cohort(tmp_path / "b", config.model_copy(
+        update={"shortcut_noise": 0.2})))
+    for a, b in zip(plain, unused, strict=True):
+        assert Path(a.path).read_bytes() == Path(b.path).read_bytes(), a.image_id
+
+
+def test_shortcut_agreement_needs_one_probability_per_site() -> None:
+    with pytest.raises(ValueError, match="one probability per site"):
+        SyntheticConfig(domains=3, shortcut_agreement=(0.9, 0.1))

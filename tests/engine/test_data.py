@@ -144,6 +144,44 @@ def test_lesion_map_marks_lesion_cell(manifest: Manifest, config: DataConfig) ->
             assert item["lesion_known"][k] and not item["lesion_map"][k].any()
 
 
+def test_shifted_and_flipped_training_views_carry_their_lesion_map(
+        manifest: Manifest, config: DataConfig) -> None:
+    moving = config.model_copy(update={"mammo_shift": 0.4, "mammo_vflip": True,
+                                       "mammo_noise": 0.0, "mammo_gamma": (1.0, 1.0)})
+    dataset = PatientBagDataset(manifest, moving, train=True)
+    still = PatientBagDataset(manifest, config)
+    b = _unit_of(dataset, lambda u: any(r.lesions for r in u.mammo))
+    v = next(k for k, r in enumerate(dataset.units[b].mammo) if r.lesions)
+    reference = still[b]
+    moved_any = False
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        item = dataset[b]
+        image, original = item["mammo"][v, 0], reference["mammo"][v, 0]
+        # The moved image is the original moved by whole patches (and maybe flipped): find
+        # the move, then check the lesion map moved the same way.
+        matches = [(flip, dy, dx) for flip in (False, True)
+                   for dy in range(-SIZE + PATCH, SIZE, PATCH)
+                   for dx in range(-SIZE + PATCH, SIZE, PATCH)
+                   if torch.equal(_moved(original, flip, dy, dx), image)]
+        assert matches, f"epoch {epoch}: not a whole-patch move of the original"
+        flip, dy, dx = matches[0]
+        moved_any |= (dy, dx) != (0, 0)
+        expected = _moved(reference["lesion_map"][v], flip, dy // PATCH, dx // PATCH, fill=0.0)
+        assert torch.equal(item["lesion_map"][v], expected)
+    assert moved_any
+
+
+def _moved(image: torch.Tensor, flip: bool, dy: int, dx: int,
+           fill: float = -MAMMO_MEAN / MAMMO_STD) -> torch.Tensor:
+    image = image.flip(0) if flip else image
+    size = image.shape[0]
+    out = torch.full_like(image, fill)
+    out[max(dy, 0):size + min(dy, 0), max(dx, 0):size + min(dx, 0)] = (
+        image[max(-dy, 0):size - max(dy, 0), max(-dx, 0):size - max(dx, 0)])
+    return out
+
+
 def test_lesion_map_function() -> None:
     # A circle of radius 12 around (32, 32) holds the centres (24 or 40) of the 4 middle cells.
     assert lesion_map(np.array([[32.0, 32.0, 12.0]]), 64, 16)[1:3, 1:3].all()
