@@ -80,6 +80,11 @@ class Algorithm(nn.Module):
                                                     known & batch["has_histo"])),
             "fused_bce": (weights.fused, masked_bce(out["fused_logit"], target, known)),
         }
+        if weights.histo_tiles > 0 and "histo_tile_logit" in out:
+            tiles = batch["histo_mask"].bool() & (known & batch["has_histo"])[:, None]
+            tile_target = target[:, None].expand_as(out["histo_tile_logit"])
+            terms["histo_tile_bce"] = (weights.histo_tiles, masked_bce(
+                out["histo_tile_logit"], tile_target, tiles))
         if "grade_logits" in out:
             classes = out["grade_logits"].shape[1] + 1
             terms["grade"] = (weights.grade, ordinal_loss(out["grade_logits"], batch["grade"],

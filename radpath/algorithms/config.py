@@ -12,7 +12,13 @@ class _Strict(BaseModel):
 
 
 class LossWeights(_Strict):
-    """Multi-task weights; a zero weight switches the term off."""
+    """Multi-task weights; a zero weight switches the term off.
+
+    ``histo_tiles`` weighs a tile-level loss: every H&E tile, through the histology head,
+    against its unit's label. H&E images of these cohorts are regions of interest whose
+    tiles mostly share the image's diagnosis, so each tile is a (noisy) labelled example:
+    many more than one per bag, which a small cohort needs.
+    """
 
     mammo: float = Field(1.0, ge=0)
     histo: float = Field(1.0, ge=0)
@@ -20,6 +26,7 @@ class LossWeights(_Strict):
     grade: float = Field(0.5, ge=0)
     localisation: float = Field(0.5, ge=0)
     contrastive: float = Field(0.5, ge=0)
+    histo_tiles: float = Field(0.0, ge=0)
 
 
 class IrmSettings(_Strict):

@@ -124,7 +124,8 @@ class CrossModalModel(nn.Module):
         Returns:
             ``{m}_logit`` (B,), ``fused_logit`` (B,), ``{m}_feat`` and ``fused_feat`` (B, D),
             ``{m}_proj`` (B, projection_dim), ``mammo_attention`` (B, V),
-            ``histo_attention`` (B, T); ``grade_logits`` (B, K-1) with grading;
+            ``histo_attention`` (B, T), ``histo_tile_logit`` (B, T) (each tile through the
+            histology head, 0 where missing); ``grade_logits`` (B, K-1) with grading;
             ``token_scores`` (B, V, gh, gw) and ``view_logit`` (B, V) with localisation.
             ``m`` is ``mammo`` or ``histo``.
         """
@@ -150,6 +151,9 @@ class CrossModalModel(nn.Module):
             out[f"{modality}_attention"] = attention
             out[f"{modality}_logit"] = self.heads[modality](feat)
             out[f"{modality}_proj"] = self.projections[modality](feat)
+            if modality == "histo":
+                # Each tile scored by the bag's own head: instance supervision for training.
+                out["histo_tile_logit"] = self.heads["histo"](instances).masked_fill(~mask, 0.0)
             present.append(mask.any(dim=1))
             if localised is not None:
                 out.update(localised)

@@ -198,3 +198,20 @@ def test_registry_refuses_a_duplicate_name() -> None:
     with pytest.raises(RadpathError, match="already registered"):
         register_algorithm("erm")(Impostor)
     assert ALGORITHMS.get("erm") is original
+
+
+def test_tile_loss_is_the_bce_of_every_valid_tile_against_its_unit_label() -> None:
+    from radpath.algorithms.config import LossWeights
+
+    algorithm = tiny_algorithm("erm", weights=LossWeights(histo_tiles=2.0))
+    batch = random_batch()
+    out = algorithm(batch)
+    terms = algorithm.supervised_terms(out, batch)
+    weight, value = terms["histo_tile_bce"]
+    rows, cols = torch.nonzero(batch["histo_mask"] & batch["has_histo"][:, None],
+                               as_tuple=True)
+    expected = F.binary_cross_entropy_with_logits(out["histo_tile_logit"][rows, cols],
+                                                  batch["malignant"][rows])
+    assert weight == 2.0
+    torch.testing.assert_close(value, expected)
+    assert "histo_tile_bce" not in tiny_algorithm("erm").supervised_terms(out, batch)

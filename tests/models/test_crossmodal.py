@@ -24,7 +24,7 @@ def test_output_shapes_on_a_mixed_batch() -> None:
         "mammo_logit": (B,), "histo_logit": (B,), "fused_logit": (B,),
         "mammo_feat": (B, D), "histo_feat": (B, D), "fused_feat": (B, D),
         "mammo_proj": (B, 16), "histo_proj": (B, 16),
-        "mammo_attention": (B, V), "histo_attention": (B, T),
+        "mammo_attention": (B, V), "histo_attention": (B, T), "histo_tile_logit": (B, T),
         "grade_logits": (B, 2), "token_scores": (B, V, 4, 4), "view_logit": (B, V),
     }
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
