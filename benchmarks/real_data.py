@@ -61,9 +61,9 @@ def run(name: str, manifest: Manifest, work: Path, overrides: list[str],
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
     header = (f"# {name}: leave-one-domain-out, erm vs paper\n\nMade by `{command}` in "
               f"{minutes:.0f} min on {torch.get_num_threads()} CPU threads, "
-              f"configs/bench-cpu.yaml {' '.join(overrides)}.\nAUC of malignancy (malignant vs "
-              f"rest) per unit with 95% bootstrap CIs; pairing: pseudo-pairs (label-matched, "
-              f"different patients).\n\n")
+              f"configs/bench-cpu.yaml{''.join(' ' + o for o in overrides)}.\n"
+              "AUC of malignancy (malignant vs rest) per unit with 95% bootstrap CIs; "
+              "pairing: pseudo-pairs (label-matched, different patients).\n\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.md").write_text(header + table)
     (RESULTS / f"{name}.json").write_text((work / name / "lodo.json").read_text())

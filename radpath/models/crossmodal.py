@@ -132,13 +132,11 @@ class CrossModalModel(nn.Module):
         out: dict[str, Tensor] = {}
         present = []
         for modality in MODALITIES:
-            if modality == "mammo" and self.config.mammo_window:
-                instances, mask, views, localised = self._encode_windows(batch, mixstyle)
+            if modality == "mammo":
+                instances, mask, views, localised = self._encode_mammo(batch, mixstyle)
             else:
-                instances, mask, patches = self._encode_bag(batch, modality, mixstyle)
-                views, localised = instances, None
-                if modality == "mammo" and self.localisation is not None:
-                    localised = self._localise(batch["mammo"], mask, patches)
+                instances, mask, _ = self._encode_bag(batch, modality, mixstyle)
+                localised = None
             feat, attention = self.pools[modality](instances, mask)
             if modality == "mammo" and self.asymmetry is not None:
                 view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
@@ -197,6 +195,17 @@ class CrossModalModel(nn.Module):
         instances = cls.new_zeros(units * bag, cls.shape[1]).masked_scatter(
             flat_mask[:, None], cls)
         return instances.reshape(units, bag, -1), mask, patches
+
+    def _encode_mammo(self, batch: Mapping[str, Tensor], mixstyle: nn.Module | None
+                      ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
+        """MIL instances and mask (views, or windows of views), features per view, and the
+        localisation outputs (None without the head)."""
+        if self.config.mammo_window:
+            return self._encode_windows(batch, mixstyle)
+        instances, mask, patches = self._encode_bag(batch, "mammo", mixstyle)
+        localised = (self._localise(batch["mammo"], mask, patches)
+                     if self.localisation is not None else None)
+        return instances, mask, instances, localised
 
     def mammo_windows(self, views: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
         """Cut views ``(N, C, H, W)`` into ``config.mammo_window`` windows.
