@@ -312,7 +312,7 @@ def explain_case(run: LoadedRun, mammo_paths: Sequence[str | Path],
     batch = _batch(views, tiles, config.preprocess.histo.tile_size, grid[0], pairing)
     with explaining(model), torch.no_grad():
         out = model(batch)
-        _, patches = model.encode_images(batch["mammo"][0], "mammo")
+        patches = model.view_tokens(batch["mammo"][0])
         tile_cls = (model.encode_images(batch["histo"][0], "histo")[0] if tiles else None)
     maps = compute_maps(model, batch, [map_kind], out=out)[map_kind]
     p_mammo = float(torch.sigmoid(out["mammo_logit"][0]))

@@ -13,7 +13,11 @@ Four kinds (:data:`MAP_KINDS`), each ``(V, gh, gw)`` for the ``V`` views of one 
 * ``localisation``: the localisation head's token scores through a sigmoid (a per-token
   lesion probability, trained weakly from image labels).
 * ``mil``: the gated-attention MIL weight of each view, as a constant map. It ranks *views*,
-  not pixels: within a view it says nothing about where.
+  not pixels: within a view it says nothing about where. With ``model.mammo_window`` the
+  MIL pools windows, and the map holds each window's weight over the window.
+
+With ``model.mammo_window``, ``rollout`` and ``gradcam`` are computed per window and
+stitched into the view's grid (windows left out as background are 0).
 
 timm's fused attention (``scaled_dot_product_attention``) never materialises the attention
 matrix, so :func:`explaining` switches it off (and restores it, also on error) while the

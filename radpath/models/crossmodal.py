@@ -234,12 +234,28 @@ class CrossModalModel(nn.Module):
 
     @staticmethod
     def stitch(window_maps: Tensor, layout: tuple[int, int]) -> Tensor:
-        """Per-window maps ``(N * nh * nw, gh, gw)`` as view maps ``(N, nh * gh, nw * gw)``."""
+        """Per-window maps ``(N * nh * nw, gh, gw, ...)`` as view maps
+        ``(N, nh * gh, nw * gw, ...)`` (trailing dimensions, e.g. channels, carried along)."""
         rows, cols = layout
-        grid_h, grid_w = window_maps.shape[-2:]
+        grid_h, grid_w, *rest = window_maps.shape[1:]
         views = window_maps.shape[0] // (rows * cols)
-        return (window_maps.reshape(views, rows, cols, grid_h, grid_w)
-                .permute(0, 1, 3, 2, 4).reshape(views, rows * grid_h, cols * grid_w))
+        order = (0, 1, 3, 2, 4, *range(5, 5 + len(rest)))
+        return (window_maps.reshape(views, rows, cols, grid_h, grid_w, *rest)
+                .permute(order).reshape(views, rows * grid_h, cols * grid_w, *rest))
+
+    def view_tokens(self, views: Tensor) -> Tensor:
+        """Patch tokens ``(N, gh * gw, D)`` of mammogram views ``(N, 1, H, W)`` as the model
+        sees them: through windows (stitched, zeros for background windows) when windowed."""
+        side = self.config.mammo_window
+        if not side:
+            return self.encode_images(views, "mammo")[1]
+        windows, keep, layout = self.mammo_windows(views)
+        _, patches = self.encode_images(windows[keep], "mammo")
+        grid = self.backbone.grid_size("mammo", (side, side))
+        full = patches.new_zeros(keep.shape[0], *patches.shape[1:])
+        full[keep] = patches
+        stitched = self.stitch(full.reshape(-1, *grid, patches.shape[-1]), layout)
+        return stitched.reshape(stitched.shape[0], -1, patches.shape[-1])
 
     def _encode_windows(self, batch: Mapping[str, Tensor], mixstyle: nn.Module | None
                         ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:

@@ -11,6 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from radpath.cli import explain_command
+from radpath.engine.checkpoint import load_run
+from radpath.engine.config import load_config
+from radpath.engine.run import train
 from radpath.errors import ImageReadError, RadpathError
 from radpath.explain.case import (
     MAP_KINDS,
@@ -19,7 +22,7 @@ from radpath.explain.case import (
     validate_explanation,
     write_explanation,
 )
-from tests.explain.conftest import write_png
+from tests.explain.conftest import REPO, write_png
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,27 @@ def test_every_map_kind_explains(loaded_run, case_files, kind):
     validate_explanation(data)
     assert data["map_kind"] == kind and data["pairing"] == "none"
     assert data["predictions"]["histo"] is None and data["tiles"] == []
+
+
+@pytest.fixture(scope="module")
+def windowed_run(cohort, tmp_path_factory):
+    """A tiny run whose model encodes mammograms in 16-px windows."""
+    root = tmp_path_factory.mktemp("windowed-run")
+    config = load_config(REPO / "configs" / "tiny.yaml",
+                         [f"data.cache_dir={root / 'cache'}", "model.mammo_window=16",
+                          "model.backbone.img_size=16", "optim.epochs=1"])
+    train(config, [cohort], root / "run", workers=1)
+    return load_run(root / "run")
+
+
+@pytest.mark.parametrize("kind", MAP_KINDS)
+def test_a_windowed_model_explains_with_every_map_kind(windowed_run, case_files, kind):
+    data = explain_case(windowed_run, case_files["mammo"], case_files["histo"],
+                        map_kind=kind, tiles_per_region=1).to_json()
+    validate_explanation(data)
+    assert data["regions"] and all(r["links"] for r in data["regions"])
+    attention = [v["mil_attention"] for v in data["views"]]
+    assert sum(attention) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_large_film_is_shown_at_most_1024_pixels(loaded_run, case_files, tmp_path):

@@ -88,3 +88,14 @@ def test_a_window_that_does_not_divide_the_view_is_refused() -> None:
     model = _windowed()
     with pytest.raises(ValueError, match="mammo_window"):
         model.mammo_windows(torch.zeros(1, 1, 48, 64))
+
+
+def test_view_tokens_are_the_window_tokens_in_place() -> None:
+    model = _windowed()
+    views = _half_background(random_batch(size=64))["mammo"][3]  # both views present
+    with torch.no_grad():
+        tokens = model.view_tokens(views)  # (2, 8 * 8, D)
+        _, alone = model.encode_images(views[1:, :, 32:64, 32:64], "mammo")
+    grid = tokens.reshape(2, 8, 8, -1)
+    torch.testing.assert_close(grid[1, 4:, 4:].reshape(16, -1), alone[0])
+    assert torch.all(grid[:, :, :4] == 0)  # the background column of windows
