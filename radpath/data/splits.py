@@ -55,7 +55,7 @@ class Fold:
 
 def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.15, 0.15),
                    seed: int = 0, names: Sequence[str] = ("train", "val", "test")) -> Manifest:
-    """Assign every record a ``split``, grouped by patient and stratified by label.
+    """Assign every record a ``split``, grouped by patient, stratified by label and domain.
 
     Units (a patient, or the two patients of a pseudo-pair) are stratified by modality
     (``mammo``, ``histo`` or ``histo+mammo``), patient label and domain (the mammogram's
