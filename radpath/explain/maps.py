@@ -112,14 +112,6 @@ def _valid_views(batch: Mapping[str, Tensor]) -> Tensor:
     return torch.nonzero(batch["mammo_mask"][0].bool(), as_tuple=False).flatten()
 
 
-def _stitched(model: CrossModalModel, window_maps: Tensor, keep: Tensor,
-              layout: tuple[int, int]) -> Tensor:
-    """Maps of the encoded windows as view maps, zero over the windows left out."""
-    full = window_maps.new_zeros(keep.shape[0], *window_maps.shape[1:])
-    full[keep] = window_maps
-    return model.stitch(full, layout)
-
-
 def rollout_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndarray:
     """Attention rollout of every existing view of the one unit in ``batch`` (per window,
     stitched, for a windowed model)."""
@@ -133,7 +125,7 @@ def rollout_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndar
         model.encode_images(images, "mammo")
     maps = rollout(recorder.matrices, grid)
     if windowed:
-        maps = _stitched(model, maps, keep, layout)
+        maps = model.stitch_kept(maps, keep, layout)
     return maps.cpu().numpy()
 
 
@@ -166,7 +158,7 @@ def gradcam_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndar
     _, keep, layout = model.mammo_windows(batch["mammo"][0, _valid_views(batch)])
     side = model.config.mammo_window
     grid = model.backbone.grid_size("mammo", (side, side))
-    return _stitched(model, cam.reshape(-1, *grid), keep, layout).cpu().numpy()
+    return model.stitch_kept(cam.reshape(-1, *grid), keep, layout).cpu().numpy()
 
 
 def localisation_maps(out: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> np.ndarray:

@@ -252,10 +252,17 @@ class CrossModalModel(nn.Module):
         windows, keep, layout = self.mammo_windows(views)
         _, patches = self.encode_images(windows[keep], "mammo")
         grid = self.backbone.grid_size("mammo", (side, side))
-        full = patches.new_zeros(keep.shape[0], *patches.shape[1:])
-        full[keep] = patches
-        stitched = self.stitch(full.reshape(-1, *grid, patches.shape[-1]), layout)
+        stitched = self.stitch_kept(patches.reshape(-1, *grid, patches.shape[-1]), keep,
+                                    layout)
         return stitched.reshape(stitched.shape[0], -1, patches.shape[-1])
+
+    @classmethod
+    def stitch_kept(cls, kept_maps: Tensor, keep: Tensor, layout: tuple[int, int]) -> Tensor:
+        """Maps of the encoded windows only (``keep`` from :meth:`mammo_windows`) as view
+        maps, zero over the windows left out."""
+        full = kept_maps.new_zeros(keep.shape[0], *kept_maps.shape[1:])
+        full[keep] = kept_maps
+        return cls.stitch(full, layout)
 
     def _encode_windows(self, batch: Mapping[str, Tensor], mixstyle: nn.Module | None
                         ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
