@@ -203,8 +203,10 @@ class CrossModalModel(nn.Module):
         if self.config.mammo_window:
             return self._encode_windows(batch, mixstyle)
         instances, mask, patches = self._encode_bag(batch, "mammo", mixstyle)
-        localised = (self._localise(batch["mammo"], mask, patches)
-                     if self.localisation is not None else None)
+        localised = None
+        if self.localisation is not None:
+            scores = self.localisation(patches) if patches is not None else None
+            localised = self._localise(batch["mammo"], mask, scores)
         return instances, mask, instances, localised
 
     def mammo_windows(self, views: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
@@ -257,10 +259,11 @@ class CrossModalModel(nn.Module):
         return stitched.reshape(stitched.shape[0], -1, patches.shape[-1])
 
     @classmethod
-    def stitch_kept(cls, kept_maps: Tensor, keep: Tensor, layout: tuple[int, int]) -> Tensor:
+    def stitch_kept(cls, kept_maps: Tensor, keep: Tensor, layout: tuple[int, int],
+                    fill: float = 0.0) -> Tensor:
         """Maps of the encoded windows only (``keep`` from :meth:`mammo_windows`) as view
-        maps, zero over the windows left out."""
-        full = kept_maps.new_zeros(keep.shape[0], *kept_maps.shape[1:])
+        maps, ``fill`` over the windows left out."""
+        full = kept_maps.new_full((keep.shape[0], *kept_maps.shape[1:]), fill)
         full[keep] = kept_maps
         return cls.stitch(full, layout)
 
@@ -287,12 +290,14 @@ class CrossModalModel(nn.Module):
                 domains = domains.repeat_interleave(per_view)[keep]
             cls, patches = self.encode_images(windows[keep], "mammo", domains=domains,
                                               mixstyle=mixstyle)
-            slots = flat_mask.repeat_interleave(per_view).clone()
+            # Slots of every window of every view; those of valid views take ``keep``.
+            slots = flat_mask.repeat_interleave(per_view)
             slots[slots.clone()] = keep
             instances = instances.to(cls).masked_scatter(slots[:, None], cls)
             keep_all = slots
             if self.localisation is not None:
-                localised = self._localise_windows(patches, keep, layout, view_mask)
+                localised = self._localise(images, view_mask,
+                                           *self._window_scores(patches, keep, layout))
         elif self.localisation is not None:
             localised = self._localise(images, view_mask, None)
         instances = instances.reshape(units, bag, per_view, dim)
@@ -302,28 +307,17 @@ class CrossModalModel(nn.Module):
         return (instances.reshape(units, bag * per_view, dim),
                 keep_all.reshape(units, bag * per_view), views, localised)
 
-    def _localise_windows(self, patches: Tensor, keep: Tensor, layout: tuple[int, int],
-                          view_mask: Tensor) -> dict[str, Tensor]:
-        """Token scores of the encoded windows, stitched into view maps ``(B, V, gh, gw)``;
-        windows left out score :data:`BACKGROUND_SCORE` and are left out of the pooling;
-        missing views score 0, as without windows."""
-        units, views = view_mask.shape
-        grid = self.backbone.grid_size("mammo", (self.config.mammo_window,) * 2)
-        window_scores = self.localisation(patches)
-        scores = window_scores.new_full((keep.shape[0], grid[0] * grid[1]), BACKGROUND_SCORE)
-        scores = scores.masked_scatter(keep[:, None], window_scores).reshape(-1, *grid)
-        tokens_kept = keep[:, None].expand(-1, grid[0] * grid[1]).to(scores).reshape(-1, *grid)
-        view_scores = self.stitch(scores, layout)
-        view_kept = self.stitch(tokens_kept, layout).bool()
-        flat_scores = view_scores.reshape(view_scores.shape[0], -1)
-        logits = self.localisation.image_logit(flat_scores, view_kept.reshape_as(flat_scores))
-        flat_mask = view_mask.reshape(-1)
-        full_grid = view_scores.shape[-2:]
-        all_scores = flat_scores.new_zeros(units * views, flat_scores.shape[1])
-        all_scores = all_scores.masked_scatter(flat_mask[:, None], flat_scores)
-        view_logit = flat_scores.new_zeros(units * views).masked_scatter(flat_mask, logits)
-        return {"token_scores": all_scores.reshape(units, views, *full_grid),
-                "view_logit": view_logit.reshape(units, views)}
+    def _window_scores(self, patches: Tensor, keep: Tensor, layout: tuple[int, int]
+                       ) -> tuple[Tensor, Tensor]:
+        """Token scores of the encoded windows stitched into flat view maps ``(N, gh * gw)``
+        (:data:`BACKGROUND_SCORE` over windows left out), and which tokens were encoded."""
+        side = self.config.mammo_window
+        grid = self.backbone.grid_size("mammo", (side, side))
+        window_scores = self.localisation(patches).reshape(-1, *grid)
+        scores = self.stitch_kept(window_scores, keep, layout, fill=BACKGROUND_SCORE)
+        encoded = self.stitch_kept(torch.ones_like(window_scores, dtype=torch.bool), keep,
+                                   layout)
+        return scores.flatten(1), encoded.flatten(1)
 
     def _asymmetry(self, instances: Tensor, mask: Tensor, side: Tensor | None) -> Tensor:
         """``(B, D)``: the projected ``|mean left - mean right|`` view features of units
@@ -339,18 +333,25 @@ class CrossModalModel(nn.Module):
         both = (present[0] & present[1]).to(instances)[:, None]
         return self.asymmetry((means[0] - means[1]).abs()) * both
 
-    def _localise(self, images: Tensor, mask: Tensor, patches: Tensor | None
-                  ) -> dict[str, Tensor]:
-        """Token score maps ``(B, V, gh, gw)`` and view logits ``(B, V)``, zero if missing."""
+    def _localise(self, images: Tensor, mask: Tensor, valid_scores: Tensor | None,
+                  pooled: Tensor | None = None) -> dict[str, Tensor]:
+        """Token score maps ``(B, V, gh, gw)`` and view logits ``(B, V)`` from the flat token
+        scores ``(N, gh * gw)`` of the valid views; zero for missing views.
+
+        Args:
+            images: the views ``(B, V, C, H, W)`` (for the map's grid).
+            mask: ``(B, V)`` valid views.
+            valid_scores: token scores of the valid views, in order; None when there are none.
+            pooled: ``(N, gh * gw)`` bool, the tokens the view logit pools (all when None).
+        """
         units, views = mask.shape
         grid = self.backbone.grid_size("mammo", tuple(images.shape[-2:]))
         flat_mask = mask.reshape(-1)
         scores = images.new_zeros(units * views, grid[0] * grid[1])
         view_logit = images.new_zeros(units * views)
-        if patches is not None:
-            valid_scores = self.localisation(patches)
+        if valid_scores is not None:
             scores = scores.to(valid_scores).masked_scatter(flat_mask[:, None], valid_scores)
             view_logit = view_logit.to(valid_scores).masked_scatter(
-                flat_mask, self.localisation.image_logit(valid_scores))
+                flat_mask, self.localisation.image_logit(valid_scores, pooled))
         return {"token_scores": scores.reshape(units, views, *grid),
                 "view_logit": view_logit.reshape(units, views)}
