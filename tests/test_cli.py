@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radpath.cli.main import _register_commands, app
+from tests.conftest import REPO_ROOT
 
 runner = CliRunner()
 _register_commands()
@@ -48,3 +49,18 @@ def test_ingest_exits_nonzero_when_nothing_ingested(tmp_path):
     assert done.returncode == 1
     assert "nothing could be ingested" in done.stderr
     assert "x.png" in (tmp_path / "skipped.csv").read_text()
+
+
+def test_benchmark_cross_validation_command(tiny_manifest, tmp_path):
+    result = runner.invoke(app, [
+        "benchmark", "--protocol", "cv", "--folds", "2", "--algorithms", "erm",
+        "--manifest", str(tiny_manifest), "--out", str(tmp_path / "cv"),
+        "--config", str(REPO_ROOT / "configs" / "tiny.yaml"),
+        "--checkpoint", "last", "--set", "optim.epochs=1",
+        "--set", f"data.cache_dir={tmp_path / 'cache'}", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "2-fold cross-validation" in result.output and "checkpoint: last epoch" in result.output
+    assert "| erm | mammo |" in result.output
+    refused = runner.invoke(app, ["benchmark", "--protocol", "cv", "--adapt", "tent",
+                                  "--manifest", str(tiny_manifest), "--out", str(tmp_path)])
+    assert refused.exit_code != 0 and "--protocol lodo" in str(refused.exception)

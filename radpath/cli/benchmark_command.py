@@ -1,4 +1,5 @@
-"""``radpath benchmark``: compare algorithms (and test-time adaptations) under domain shift."""
+"""``radpath benchmark``: compare algorithms under domain shift (leave-one-domain-out, with
+test-time adaptations) or by patient-grouped k-fold cross-validation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ def benchmark(
     manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest (repeatable).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for runs and tables.")],
     config: Annotated[Path | None, typer.Option(help="YAML training config.")] = None,
-    protocol: Annotated[str, typer.Option(help="lodo (leave-one-domain-out).")] = "lodo",
+    protocol: Annotated[str, typer.Option(help="lodo (leave-one-domain-out) or cv (k-fold "
+                                               "cross-validation by patient).")] = "lodo",
+    folds: Annotated[int, typer.Option(help="Folds of --protocol cv.")] = 3,
+    checkpoint: Annotated[str, typer.Option(help="best or last: the weights --protocol cv "
+                                                 "predicts with.")] = "best",
     algorithms: Annotated[str, typer.Option(help="Comma-separated algorithms.")] = "erm,paper",
     adapt: Annotated[str, typer.Option(help="Comma-separated adaptations on unseen domains "
                                             "(none, tent, sar, causal).")] = "none",
@@ -25,21 +30,30 @@ def benchmark(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
 ) -> None:
-    """Train each algorithm per fold; write lodo.md and lodo.json with CIs and DeLong p."""
+    """Train each algorithm per fold; write lodo.md / cv.md and .json with CIs and DeLong p."""
     from radpath.data.manifest import read_manifest
     from radpath.data.workflow import combine
     from radpath.engine.config import load_config
     from radpath.errors import ConfigError
+    from radpath.evaluation.crossval import run_cv
     from radpath.evaluation.protocols import run_lodo
 
-    if protocol != "lodo":
-        raise ConfigError(f"--protocol: only 'lodo' is available here (held-out test is "
-                          f"'radpath evaluate --split test'); got {protocol!r}")
+    if protocol not in ("lodo", "cv"):
+        raise ConfigError(f"--protocol: 'lodo' or 'cv' (a held-out test is 'radpath evaluate "
+                          f"--split test'); got {protocol!r}")
+    if protocol == "cv" and (adapt != "none" or holdout):
+        raise ConfigError("--adapt and --holdout belong to --protocol lodo; cross-validation "
+                          "tests in-distribution held-out patients")
     settings = load_config(config, list(set_ or []))
     records = combine([read_manifest(path) for path in manifest])
-    run_lodo(settings, records, out, algorithms=_names(algorithms), adaptations=_names(adapt),
-             column=column, holdout=_names(holdout), workers=workers)
-    console.print((out / "lodo.md").read_text())
+    if protocol == "cv":
+        run_cv(settings, records, out, k=folds, algorithms=_names(algorithms),
+               checkpoint=checkpoint, workers=workers)
+    else:
+        run_lodo(settings, records, out, algorithms=_names(algorithms),
+                 adaptations=_names(adapt), column=column, holdout=_names(holdout),
+                 workers=workers)
+    console.print((out / f"{protocol}.md").read_text())
 
 
 def _names(text: str) -> list[str]:

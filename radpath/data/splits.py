@@ -1,4 +1,5 @@
-"""Patient-grouped, label-stratified splits; leave-one-domain-out folds; leakage checks.
+"""Patient-grouped, label-stratified splits; cross-validation and leave-one-domain-out
+folds; leakage checks.
 
 The unit of splitting is never an image. It is the patient, or for a pseudo-pair the two
 patients of the pair, so that paired training finds both halves of a pair in the same split.
@@ -40,12 +41,14 @@ class LeakageError(RadpathError):
 
 @dataclass(frozen=True)
 class Fold:
-    """One leave-one-domain-out fold.
+    """One fold: leave-one-domain-out, or cross-validation.
 
     Attributes:
-        name: the held-out value of the fold's column (e.g. the domain).
-        train: records of every patient with no image in the held-out value.
-        test: every record of every patient with at least one image in the held-out value.
+        name: the held-out value of the fold's column (e.g. the domain), or ``fold-i``.
+        train: the records trained on (for LODO: of every patient with no image in the
+            held-out value).
+        test: the held-out records (for LODO: every record of every patient with at least
+            one image in the held-out value).
     """
 
     name: str
@@ -151,6 +154,49 @@ def _allocate(n: int, weights: list[float],
         j = max(eligible, key=lambda k: (want[k] - counts[k], -k))
         counts[j] += 1
     return counts, [w - c for w, c in zip(want, counts, strict=True)]
+
+
+def patient_folds(manifest: Manifest, k: int, *, seed: int = 0) -> list[Fold]:
+    """``k`` cross-validation folds, grouped by patient (a pseudo-pair is one unit).
+
+    Units are stratified as in :func:`split_patients` (modality, label, domain): within each
+    stratum they are shuffled and dealt to the folds in turn, and the dealing carries on
+    from one stratum to the next, so fold sizes differ by at most one unit and every
+    stratum is spread over the folds as evenly as it can be. Fold ``i`` tests the units
+    dealt to it and trains on all the others; every unit is tested exactly once.
+
+    Args:
+        manifest: the records to fold (their ``split`` is ignored).
+        k: number of folds, at least 2 and at most the number of units.
+        seed: seed of the :class:`numpy.random.Generator` shuffling each stratum.
+
+    Returns:
+        The folds, named ``fold-1`` ... ``fold-k``.
+
+    Raises:
+        ValueError: if ``k`` is below 2 or above the number of units.
+    """
+    units = _units(manifest)
+    if not 2 <= k <= len(units):
+        raise ValueError(f"cross-validation needs 2 <= folds <= units ({len(units)}), got {k}")
+    strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for unit, records in units.items():
+        strata[_stratum(records)].append(unit)
+    rng = np.random.default_rng(seed)
+    fold_of_unit: dict[str, int] = {}
+    dealt = 0
+    for key in sorted(strata):
+        members = sorted(strata[key])
+        for position in rng.permutation(len(members)):
+            fold_of_unit[members[position]] = dealt % k
+            dealt += 1
+    folds = []
+    for index in range(k):
+        test = [r for r in manifest if fold_of_unit[_unit_of(r)] == index]
+        train = [r for r in manifest if fold_of_unit[_unit_of(r)] != index]
+        folds.append(Fold(f"fold-{index + 1}", Manifest(train, source=manifest.source),
+                          Manifest(test, source=manifest.source)))
+    return folds
 
 
 def lodo_folds(manifest: Manifest, column: str = "domain") -> list[Fold]:

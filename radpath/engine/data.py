@@ -129,6 +129,11 @@ def _grade(records: Sequence[Record], column: str) -> int:
     return max(grades, default=-1)
 
 
+def count_grades(records: Sequence[Record], column: str = "grade") -> int:
+    """Ordered grades a cohort uses: its highest grade + 1, or 0 when none has a grade."""
+    return _grade(records, column) + 1
+
+
 def build_units(records: Sequence[Record], *, max_views: int,
                 grade_column: str = "grade") -> list[Unit]:
     """Group records into units, in order of first appearance.

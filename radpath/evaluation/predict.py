@@ -10,7 +10,7 @@ original image.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -106,3 +106,24 @@ def _view_results(dataset: PatientBagDataset, scores: list[np.ndarray]) -> list[
                                     lesions.reshape(-1, 3), size,
                                     np.asarray(arrays["image"], dtype=np.float32)))
     return views
+
+
+def concat_predictions(parts: list[UnitPredictions]) -> UnitPredictions:
+    """The units of ``parts`` as one set, in order (views re-indexed to the joined units)."""
+    if not parts:
+        raise ValueError("concat_predictions needs at least one set of predictions")
+    offsets = np.cumsum([0, *(len(p) for p in parts[:-1])])
+    grades = [p.grade_prob for p in parts]
+    if any(g is None for g in grades) and not all(g is None for g in grades):
+        raise ValueError("cannot join predictions with and without grade probabilities")
+    return UnitPredictions(
+        unit_id=[u for p in parts for u in p.unit_id],
+        label=np.concatenate([p.label for p in parts]),
+        grade=np.concatenate([p.grade for p in parts]),
+        has={m: np.concatenate([p.has[m] for p in parts]) for m in MODALITY_OUTPUTS},
+        domain={m: [d for p in parts for d in p.domain[m]] for m in MODALITY_OUTPUTS},
+        prob={m: np.concatenate([p.prob[m] for p in parts]) for m in MODALITY_OUTPUTS},
+        grade_prob=None if grades[0] is None else np.concatenate(grades),
+        views=[replace(v, unit=v.unit + int(offset))
+               for p, offset in zip(parts, offsets, strict=True) for v in p.views],
+    )

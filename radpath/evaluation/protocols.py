@@ -61,7 +61,10 @@ def make_lodo_folds(manifest: Manifest, *, column: str = "domain",
     return folds
 
 
-def _auc(predictions: UnitPredictions, modality: str) -> tuple[Any, np.ndarray, np.ndarray]:
+def malignancy_auc(predictions: UnitPredictions, modality: str
+                   ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Malignancy AUC with its CI over the labelled units having ``modality``, with the
+    targets and scores it was computed from."""
     rows = predictions.has[modality] & (predictions.label >= 0)
     target = (predictions.label[rows] == 2).astype(int)
     scores = predictions.prob[modality][rows]
@@ -76,7 +79,7 @@ def run_lodo(config: TrainConfig, manifest: Manifest, out: str | Path, *,
     out = Path(out)
     rows: list[dict[str, Any]] = []
     for fold in make_lodo_folds(manifest, column=column, holdout=holdout, seed=config.seed):
-        fold_dir = out / _safe(fold.name)
+        fold_dir = out / safe_name(fold.name)
         train_csv = write_manifest(fold.train, fold_dir / "train.csv")
         for name in algorithms:
             settings = config.model_copy(update={
@@ -102,8 +105,8 @@ def _fold_rows(fold: str, algorithm: str, adapt: str, inside: UnitPredictions,
     for modality in ("mammo", "histo"):
         if not unseen.has[modality].any():
             continue
-        unseen_auc, target, score = _auc(unseen, modality)
-        inside_auc, _, _ = _auc(inside, modality)
+        unseen_auc, target, score = malignancy_auc(unseen, modality)
+        inside_auc, _, _ = malignancy_auc(inside, modality)
         gap = (inside_auc.value - unseen_auc.value
                if not (math.isnan(inside_auc.value) or math.isnan(unseen_auc.value))
                else float("nan"))
@@ -133,13 +136,14 @@ def _add_delong(rows: list[dict[str, Any]], scores_by_key: dict) -> list[dict[st
 
 def _write_tables(rows: list[dict[str, Any]], out: Path) -> None:
     with atomic_path(out / "lodo.json") as tmp:
-        tmp.write_text(json.dumps(_without_nan(rows), indent=1) + "\n")
+        tmp.write_text(json.dumps(without_nan(rows), indent=1) + "\n")
     lines = ["| held-out domain | modality | algorithm | adaptation | in-domain AUC [95% CI] | "
              "unseen AUC [95% CI] | gap | DeLong p vs ERM |", "|" + "---|" * 8]
     for r in rows:
         p = r["delong_p_vs_erm"]
         lines.append(f"| {r['fold']} | {r['modality']} | {r['algorithm']} | {r['adaptation']} "
-                     f"| {_fmt(r['in_domain'])} | {_fmt(r['unseen'])} | {_num(r['gap'])} | "
+                     f"| {format_estimate(r['in_domain'])} | {format_estimate(r['unseen'])} "
+                     f"| {_num(r['gap'])} | "
                      f"{'–' if p is None else f'{p:.3f}'} |")
     lines += ["", *summary_lines(rows)]
     with atomic_path(out / "lodo.md") as tmp:
@@ -160,8 +164,10 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _fmt(estimate: dict[str, Any]) -> str:
-    if math.isnan(estimate["value"]):
+def format_estimate(estimate: dict[str, Any]) -> str:
+    """``AUC [low, high] (n=N)``, or a dash when the AUC is undefined (one class: NaN, or
+    None as in JSON rows)."""
+    if estimate["value"] is None or math.isnan(estimate["value"]):
         return f"– (n={estimate['n']}, one class)"
     return (f"{estimate['value']:.3f} [{estimate['ci_low']:.3f}, {estimate['ci_high']:.3f}] "
             f"(n={estimate['n']})")
@@ -171,16 +177,17 @@ def _num(x: float) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
 
 
-def _without_nan(value: Any) -> Any:
+def without_nan(value: Any) -> Any:
     """JSON has no NaN: undefined figures (one class present) become null."""
     if isinstance(value, dict):
-        return {k: _without_nan(v) for k, v in value.items()}
+        return {k: without_nan(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_without_nan(v) for v in value]
+        return [without_nan(v) for v in value]
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` usable as a folder name (anything but letters, digits, ``-_.`` becomes _)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "fold"

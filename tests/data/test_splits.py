@@ -8,7 +8,13 @@ import pytest
 
 from radpath.data.manifest import LABELS, Manifest, Record
 from radpath.data.pairing import pair_modalities
-from radpath.data.splits import LeakageError, check_leakage, lodo_folds, split_patients
+from radpath.data.splits import (
+    LeakageError,
+    check_leakage,
+    lodo_folds,
+    patient_folds,
+    split_patients,
+)
 from radpath.errors import RadpathError
 
 
@@ -126,3 +132,54 @@ def test_malignant_cases_of_each_domain_are_shared_between_splits() -> None:
         for domain in ("dense", "fatty"):
             assert counts[(domain, "malignant", "train")] == 4
             assert counts[(domain, "malignant", "val")] == 4
+
+
+def _unit_folds(folds) -> dict[str, set[str]]:
+    tested: dict[str, set[str]] = defaultdict(set)
+    for fold in folds:
+        for record in fold.test:
+            tested[record.patient_id].add(fold.name)
+    return tested
+
+
+def test_cross_validation_tests_every_patient_exactly_once() -> None:
+    manifest = _cohort(31, 2)
+    folds = patient_folds(manifest, 4, seed=3)
+    assert [f.name for f in folds] == ["fold-1", "fold-2", "fold-3", "fold-4"]
+    tested = _unit_folds(folds)
+    assert set(tested) == {r.patient_id for r in manifest}
+    assert all(len(names) == 1 for names in tested.values())
+    for fold in folds:
+        assert len(fold.train) + len(fold.test) == len(manifest)
+        assert not {r.patient_id for r in fold.train} & {r.patient_id for r in fold.test}
+    sizes = Counter(next(iter(names)) for names in tested.values())
+    assert max(sizes.values()) - min(sizes.values()) <= 1  # 31 patients: 8, 8, 8, 7
+
+
+def test_cross_validation_spreads_each_stratum_over_the_folds() -> None:
+    folds = patient_folds(_cohort(60, 1), 3, seed=0)  # 10 patients per (modality, label)
+    for fold in folds:
+        counts = Counter((r.modality, r.label) for r in fold.test)
+        assert len(counts) == 6 and all(c in (3, 4) for c in counts.values()), counts
+
+
+def test_cross_validation_keeps_pseudo_pairs_and_is_seeded() -> None:
+    paired = pair_modalities(_cohort(40, 1), seed=0)
+    folds = patient_folds(paired, 3, seed=2)
+    pair_folds: dict[str, set[str]] = defaultdict(set)
+    for fold in folds:
+        for record in fold.test:
+            if record.pairing == "pseudo":
+                pair_folds[record.pair_id].add(fold.name)
+    assert pair_folds and all(len(s) == 1 for s in pair_folds.values())
+    again = patient_folds(paired, 3, seed=2)
+    assert [[r.image_id for r in f.test] for f in again] == [
+        [r.image_id for r in f.test] for f in folds]
+    assert any(_unit_folds(patient_folds(paired, 3, seed=s)) != _unit_folds(folds)
+               for s in range(3, 7))
+
+
+@pytest.mark.parametrize("k", [1, 41])
+def test_cross_validation_fold_count_is_checked(k: int) -> None:
+    with pytest.raises(ValueError, match="folds"):
+        patient_folds(_cohort(40, 1), k)

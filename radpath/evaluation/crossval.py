@@ -1,0 +1,212 @@
+"""Patient-grouped k-fold cross-validation with pooled out-of-fold predictions.
+
+On a small cohort one validation split of a few dozen patients gives an AUC whose 95%
+confidence interval spans a third of the scale, and a different split moves the figure by
+as much. Cross-validation tests every unit once: each fold holds out a k-th of the units
+(stratified by modality, label and domain, see :func:`radpath.data.splits.patient_folds`),
+trains on the rest (with an inner validation split for checkpoint selection, never the held
+out units), and predicts the held-out units. The out-of-fold predictions of all folds are
+then pooled and scored together, so the AUC and its bootstrap CI rest on the whole cohort.
+
+Pairs are formed once, before folding, so a pseudo-pair is held out as one unit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from radpath.atomic import atomic_path
+from radpath.data.manifest import Manifest, write_manifest
+from radpath.data.pairing import pair_modalities, pairing_mode
+from radpath.data.splits import check_leakage, patient_folds, split_patients
+from radpath.engine.checkpoint import load_run
+from radpath.engine.config import TrainConfig
+from radpath.engine.data import PatientBagDataset, count_grades
+from radpath.engine.run import train
+from radpath.evaluation.delong import delong_test
+from radpath.evaluation.evaluate import metric_rows, thresholds_from
+from radpath.evaluation.predict import UnitPredictions, concat_predictions, predict_dataset
+from radpath.evaluation.protocols import format_estimate, malignancy_auc, without_nan
+from radpath.evaluation.report import write_report
+
+MODALITIES = ("mammo", "histo", "fused")
+
+
+@dataclass
+class FoldPredictions:
+    """One algorithm's predictions on one fold: the held-out units and the inner validation."""
+
+    fold: str
+    test: UnitPredictions
+    val: UnitPredictions
+
+
+def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0,
+                 val_fraction: float = 0.15) -> list[tuple[str, Manifest]]:
+    """One manifest per fold: its held-out units as ``test``, the rest split by patient
+    into ``train`` and ``val`` (``val_fraction`` of them). Pairs unpaired manifests first."""
+    if not all(r.pairing for r in manifest):
+        manifest = pair_modalities(manifest, seed=seed)
+    folds = []
+    for fold in patient_folds(manifest, k, seed=seed):
+        inner = split_patients(fold.train, fractions=(1 - val_fraction, val_fraction),
+                               seed=seed, names=("train", "val"))
+        held_out = [r.with_(split="test") for r in fold.test]
+        combined = Manifest([*inner, *held_out], source=manifest.source)
+        check_leakage(combined)
+        folds.append((fold.name, combined))
+    return folds
+
+
+def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int = 3,
+           algorithms: Sequence[str] = ("erm",), val_fraction: float = 0.15,
+           checkpoint: str = "best", workers: int | None = None,
+           n_boot: int = 1000) -> list[dict[str, Any]]:
+    """Train every algorithm on every fold; score the pooled out-of-fold predictions.
+
+    ``checkpoint`` is ``best`` (on the fold's inner validation split) or ``last``: with
+    an inner validation split of a handful of units, ``best`` is close to a random epoch.
+
+    Writes ``cv.json`` (every metric row, pooled and per fold), ``cv.md`` (the summary
+    table), and per algorithm ``<algorithm>/report.html`` and ``predictions.csv``.
+    """
+    out = Path(out)
+    folds = cv_manifests(manifest, k, seed=config.seed, val_fraction=val_fraction)
+    config = _grades_of_cohort(config, manifest)
+    results: dict[str, list[FoldPredictions]] = {name: [] for name in algorithms}
+    for name, fold_manifest in folds:
+        fold_csv = write_manifest(fold_manifest, out / name / "manifest.csv")
+        for algorithm in algorithms:
+            settings = config.model_copy(update={
+                "algorithm": config.algorithm.model_copy(update={"name": algorithm})})
+            run_dir = out / name / algorithm
+            train(settings, [fold_csv], run_dir, workers=workers)
+            results[algorithm].append(_predict_fold(name, run_dir, fold_manifest, checkpoint))
+    rows: list[dict[str, Any]] = []
+    pooled = {a: concat_predictions([f.test for f in fs]) for a, fs in results.items()}
+    context = {"protocol": f"{k}-fold cross-validation by patient, out-of-fold predictions "
+                           f"pooled", "pairing": pairing_mode(folds[0][1]),
+               "checkpoint": ("best on each fold's inner validation split"
+                              if checkpoint == "best" else "last epoch"),
+               "confidence intervals": "95%, bootstrap over units"}
+    for algorithm, fold_results in results.items():
+        thresholds = thresholds_from(concat_predictions([f.val for f in fold_results]))
+        pooled_rows = metric_rows(pooled[algorithm], thresholds=thresholds, n_boot=n_boot)
+        rows += [{"algorithm": algorithm, "scope": "pooled", **r} for r in pooled_rows]
+        rows += _fold_rows(algorithm, fold_results)
+        write_report(out / algorithm / "report.html", pooled[algorithm], pooled_rows,
+                     {**context, "algorithm": algorithm, "units": len(pooled[algorithm])},
+                     n_boot=min(n_boot, 200))
+        _write_predictions(out / algorithm / "predictions.csv", fold_results)
+    rows += _delong_rows(pooled)
+    _write_tables(rows, out, context)
+    return rows
+
+
+def _grades_of_cohort(config: TrainConfig, manifest: Manifest) -> TrainConfig:
+    """Size the grading head from the whole cohort, not from each fold's training part,
+    so that every fold predicts the same grades (a fold may lack the highest one)."""
+    grades = count_grades(manifest, config.data.grade_column)
+    if config.model.num_grades or grades < 2:
+        return config
+    return config.model_copy(update={
+        "model": config.model.model_copy(update={"num_grades": grades})})
+
+
+def _predict_fold(name: str, run_dir: Path, manifest: Manifest,
+                  checkpoint: str) -> FoldPredictions:
+    run = load_run(run_dir, which=checkpoint)
+    vocabulary = run.record.get("domains", [])
+
+    def predict(split: str) -> UnitPredictions:
+        dataset = PatientBagDataset(manifest, run.config.data, split=split, domains=vocabulary)
+        return predict_dataset(run.algorithm, dataset)
+
+    return FoldPredictions(name, predict("test"), predict("val"))
+
+
+def _fold_rows(algorithm: str, folds: list[FoldPredictions]) -> list[dict[str, Any]]:
+    """Malignancy AUC of each fold on its own held-out units, to show the spread."""
+    rows = []
+    for fold in folds:
+        for modality in MODALITIES:
+            if fold.test.has[modality].any():
+                estimate = malignancy_auc(fold.test, modality)[0]
+                rows.append({"algorithm": algorithm, "scope": fold.fold, "task": "malignancy",
+                             "modality": modality, "domain": "all", "metric": "auc",
+                             **without_nan(estimate.as_dict())})
+    return rows
+
+
+def _delong_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
+    """DeLong's test of each algorithm against ERM on the same pooled units."""
+    if "erm" not in pooled:
+        return []
+    rows = []
+    for algorithm, predictions in pooled.items():
+        if predictions.unit_id != pooled["erm"].unit_id:
+            raise RuntimeError("cross-validation predictions of two algorithms cover "
+                               "different units")
+        for modality in MODALITIES if algorithm != "erm" else ():
+            _, target, scores = malignancy_auc(predictions, modality)
+            _, _, reference = malignancy_auc(pooled["erm"], modality)
+            if len(set(target.tolist())) == 2:
+                rows.append({"algorithm": algorithm, "scope": "pooled", "task": "malignancy",
+                             "modality": modality, "domain": "all",
+                             "metric": "delong_p_vs_erm",
+                             "value": delong_test(target, scores, reference).p_value,
+                             "n": len(target)})
+    return rows
+
+
+def _write_predictions(path: Path, folds: list[FoldPredictions]) -> None:
+    """The out-of-fold probabilities, one row per unit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["unit_id", "fold", "label", *(f"{m}_prob" for m in MODALITIES)])
+        for fold in folds:
+            p = fold.test
+            for i, unit in enumerate(p.unit_id):
+                probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITIES]
+                writer.writerow([unit, fold.fold, int(p.label[i]), *probs])
+
+
+def _write_tables(rows: list[dict[str, Any]], out: Path, context: dict[str, Any]) -> None:
+    with atomic_path(out / "cv.json") as tmp:
+        tmp.write_text(json.dumps(without_nan(rows), indent=1) + "\n")
+    lines = [f"{context['protocol']}; pairing: {context['pairing']}; checkpoint: "
+             f"{context['checkpoint']}.", "",
+             "| algorithm | modality | pooled AUC [95% CI] | per-fold AUC | DeLong p vs ERM |",
+             "|---|---|---|---|---|"]
+    pick = {(r["algorithm"], r["scope"], r["modality"], r["metric"]): r for r in rows
+            if r["task"] == "malignancy" and r["domain"] == "all"}
+    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+        for modality in MODALITIES:
+            pooled = pick.get((algorithm, "pooled", modality, "auc"))
+            if pooled is None:
+                continue
+            folds = [r for r in rows if r["algorithm"] == algorithm and r["modality"] == modality
+                     and r["scope"] != "pooled" and r["metric"] == "auc"]
+            per_fold = ", ".join(_value(r) for r in folds)
+            delong = pick.get((algorithm, "pooled", modality, "delong_p_vs_erm"))
+            lines.append(f"| {algorithm} | {modality} | {format_estimate(pooled)} | {per_fold} "
+                         f"| {'–' if delong is None else format(delong['value'], '.3f')} |")
+    for r in rows:
+        if r["task"] == "localisation" and r["scope"] == "pooled" and r["domain"] == "all" \
+                and r["metric"] == "hit_rate":
+            lines.append(f"\nLocalisation ({r['algorithm']}): peak inside a lesion circle on "
+                         f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] of "
+                         f"{r['n']} lesion views.")
+    with atomic_path(out / "cv.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _value(row: dict[str, Any]) -> str:
+    return "–" if row["value"] is None else f"{row['value']:.3f}"
+

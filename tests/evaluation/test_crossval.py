@@ -1,0 +1,45 @@
+"""Cross-validation with pooled out-of-fold predictions, run for real on a tiny model."""
+
+import csv
+import json
+
+from radpath.data.manifest import read_manifest
+from radpath.evaluation.crossval import cv_manifests, run_cv
+
+
+def test_every_unit_is_held_out_once_and_never_trained_on(tiny_manifest) -> None:
+    manifest = read_manifest(tiny_manifest)
+    folds = cv_manifests(manifest, 3, seed=1)
+    held_out: dict[str, list[str]] = {}
+    for name, fold in folds:
+        assert {r.split for r in fold} == {"train", "val", "test"}
+        assert len(fold) == len(manifest)
+        trained = {r.patient_id for r in fold if r.split != "test"}
+        for record in fold:
+            if record.split == "test":
+                assert record.patient_id not in trained
+                held_out.setdefault(record.image_id, []).append(name)
+    assert set(held_out) == {r.image_id for r in manifest}
+    assert all(len(names) == 1 for names in held_out.values())
+
+
+def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) -> None:
+    manifest = read_manifest(tiny_manifest)
+    rows = run_cv(tiny_config("optim.epochs=1"), manifest, tmp_path / "cv", k=2,
+                  algorithms=("erm", "paper"), workers=1, n_boot=50)
+    with (tmp_path / "cv" / "erm" / "predictions.csv").open() as handle:
+        predicted = list(csv.DictReader(handle))
+    units = {r.pair_id or r.patient_id for r in manifest}
+    assert len(predicted) == len({row["unit_id"] for row in predicted}) == len(units)
+    assert {row["fold"] for row in predicted} == {"fold-1", "fold-2"}
+    pooled = {(r["algorithm"], r["modality"]): r for r in rows if r["scope"] == "pooled"
+              and r["task"] == "malignancy" and r["domain"] == "all" and r["metric"] == "auc"}
+    assert pooled[("erm", "fused")]["n"] == len(units)
+    per_fold = [r for r in rows if r["scope"].startswith("fold-") and r["algorithm"] == "erm"
+                and r["modality"] == "fused"]
+    assert sum(r["n"] for r in per_fold) == len(units)
+    assert any(r["metric"] == "delong_p_vs_erm" and r["algorithm"] == "paper" for r in rows)
+    table = (tmp_path / "cv" / "cv.md").read_text()
+    assert "2-fold cross-validation" in table and "| paper | fused |" in table
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert "<img" in (tmp_path / "cv" / "paper" / "report.html").read_text()
