@@ -65,9 +65,11 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
     domain for a unit with both modalities): a small cohort split by label alone can put
     most malignant cases of one domain in training and of another in validation, and a
     model that learns the domain (breast density, a staining batch) then scores below
-    chance on validation. Within each stratum the
-    units are shuffled and cut in proportion to ``fractions``; a stratum with at least as
-    many units as there are non-empty splits gives each of them at least one unit. Rounding
+    chance on validation. Within each stratum the units are shuffled, grouped by staining
+    batch (the histology domain of pseudo-pairs) and shared out in proportion to
+    ``fractions``, each split's units spread along that order so that every batch is spread
+    too; a stratum with at least as many units as there are non-empty splits gives each of
+    them at least one unit. Rounding
     left over by one stratum is carried into the next, so small strata do not all round
     towards the largest split.
 
@@ -85,21 +87,19 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
             zero, or a name is repeated or empty.
     """
     weights = _check_fractions(fractions, names)
+    records_of = _units(manifest)
     strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for unit, records in _units(manifest).items():
+    for unit, records in records_of.items():
         strata[_stratum(records)].append(unit)
     rng = np.random.default_rng(seed)
     carry = [0.0] * len(weights)
     split_of_unit: dict[str, str] = {}
     # Sorted strata and units: the result depends on the seed and the data, not row order.
     for key in sorted(strata):
-        units = sorted(strata[key])
-        units = [units[i] for i in rng.permutation(len(units))]
+        units = _ordered_members(strata[key], records_of, rng)
         counts, carry = _allocate(len(units), weights, carry)
-        start = 0
-        for name, count in zip(names, counts, strict=True):
-            split_of_unit.update(dict.fromkeys(units[start:start + count], name))
-            start += count
+        for unit, index in zip(units, _interleave(counts), strict=True):
+            split_of_unit[unit] = names[index]
     return Manifest((r.with_(split=split_of_unit[_unit_of(r)]) for r in manifest),
                     source=manifest.source)
 
@@ -134,6 +134,36 @@ def _stratum(records: list[Record]) -> tuple[str, str, str]:
     modalities = "+".join(sorted({r.modality for r in records}))
     domain = next((r.domain for r in records if r.modality == "mammo"), records[0].domain)
     return modalities, patient_label(records), domain
+
+
+def _ordered_members(members: list[str], records_of: Mapping[str, list[Record]],
+                     rng: np.random.Generator) -> list[str]:
+    """A stratum's units shuffled, then grouped by their histology domain (stable).
+
+    The stratum fixes the mammogram's domain; a pseudo-pair also carries a staining batch.
+    Grouping by it before the units are interleaved over the splits (or dealt to folds)
+    spreads each batch over them, where a plain shuffle can leave most benign images of one
+    batch in training and its malignant ones in validation.
+    """
+    members = sorted(members)
+    members = [members[i] for i in rng.permutation(len(members))]
+    return sorted(members, key=lambda unit: min(
+        (r.domain for r in records_of[unit] if r.modality == "histo"), default=""))
+
+
+def _interleave(counts: list[int]) -> list[int]:
+    """Split indices for ``sum(counts)`` ordered units, each split taking its units spread
+    evenly along the order (the one furthest behind its share goes next)."""
+    total = sum(counts)
+    taken = [0] * len(counts)
+    order = []
+    for position in range(1, total + 1):
+        behind = [(c * position / total - t, -j) for j, (c, t) in
+                  enumerate(zip(counts, taken, strict=True)) if t < c]
+        j = -max(behind)[1]
+        taken[j] += 1
+        order.append(j)
+    return order
 
 
 def _allocate(n: int, weights: list[float],
@@ -186,9 +216,8 @@ def patient_folds(manifest: Manifest, k: int, *, seed: int = 0) -> list[Fold]:
     fold_of_unit: dict[str, int] = {}
     dealt = 0
     for key in sorted(strata):
-        members = sorted(strata[key])
-        for position in rng.permutation(len(members)):
-            fold_of_unit[members[position]] = dealt % k
+        for unit in _ordered_members(strata[key], units, rng):
+            fold_of_unit[unit] = dealt % k
             dealt += 1
     folds = []
     for index in range(k):

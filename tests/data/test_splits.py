@@ -183,3 +183,29 @@ def test_cross_validation_keeps_pseudo_pairs_and_is_seeded() -> None:
 def test_cross_validation_fold_count_is_checked(k: int) -> None:
     with pytest.raises(ValueError, match="folds"):
         patient_folds(_cohort(40, 1), k)
+
+
+def _pseudo_paired_cohort() -> Manifest:
+    """48 mammography patients of one density and 48 H&E images of two staining batches,
+    each batch half benign, half malignant: the batch rides along in the pseudo-pairs."""
+    records = []
+    for p in range(48):
+        label = "malignant" if p % 2 else "benign"
+        records.append(Record(f"m{p:03d}", f"m{p:03d}", "mammo", f"/x/m{p}.png", label,
+                              domain="fatty"))
+        records.append(Record(f"h{p:03d}", f"h{p:03d}", "histo", f"/x/h{p}.png", label,
+                              domain="batch-a" if p < 12 else "batch-b"))
+    return pair_modalities(Manifest(records), seed=0)
+
+
+def test_staining_batches_of_pseudo_pairs_are_spread_over_splits_and_folds() -> None:
+    paired = _pseudo_paired_cohort()
+    for seed in range(4):
+        split = split_patients(paired, fractions=(0.5, 0.5, 0.0), seed=seed)
+        counts = Counter((r.domain, r.label, r.split) for r in split if r.modality == "histo")
+        for label in ("benign", "malignant"):
+            assert counts[("batch-a", label, "train")] == counts[("batch-a", label, "val")] == 3
+        folds = patient_folds(paired, 3, seed=seed)
+        for fold in folds:
+            held = Counter((r.domain, r.label) for r in fold.test if r.modality == "histo")
+            assert all(held[("batch-a", label)] == 2 for label in ("benign", "malignant"))
