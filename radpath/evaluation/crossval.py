@@ -7,6 +7,8 @@ as much. Cross-validation tests every unit once: each fold holds out a k-th of t
 trains on the rest (with an inner validation split for checkpoint selection, never the held
 out units), and predicts the held-out units. The out-of-fold predictions of all folds are
 then pooled and scored together, so the AUC and its bootstrap CI rest on the whole cohort.
+Pooling ranks units scored by different fold models, so it also asks the folds to agree in
+scale; each fold's own AUC is reported next to the pooled one.
 
 Pairs are formed once, before folding, so a pseudo-pair is held out as one unit.
 """
@@ -28,6 +30,7 @@ from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig
 from radpath.engine.data import PatientBagDataset, count_grades
 from radpath.engine.run import train
+from radpath.errors import ConfigError
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.evaluate import metric_rows, thresholds_from
 from radpath.evaluation.predict import UnitPredictions, concat_predictions, predict_dataset
@@ -75,6 +78,8 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
     Writes ``cv.json`` (every metric row, pooled and per fold), ``cv.md`` (the summary
     table), and per algorithm ``<algorithm>/report.html`` and ``predictions.csv``.
     """
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     out = Path(out)
     folds = cv_manifests(manifest, k, seed=config.seed, val_fraction=val_fraction)
     config = _grades_of_cohort(config, manifest)
@@ -87,13 +92,22 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
             run_dir = out / name / algorithm
             train(settings, [fold_csv], run_dir, workers=workers)
             results[algorithm].append(_predict_fold(name, run_dir, fold_manifest, checkpoint))
-    rows: list[dict[str, Any]] = []
-    pooled = {a: concat_predictions([f.test for f in fs]) for a, fs in results.items()}
     context = {"protocol": f"{k}-fold cross-validation by patient, out-of-fold predictions "
                            f"pooled", "pairing": pairing_mode(folds[0][1]),
                "checkpoint": ("best on each fold's inner validation split"
                               if checkpoint == "best" else "last epoch"),
                "confidence intervals": "95%, bootstrap over units"}
+    rows = _score(results, out, context, n_boot)
+    _write_tables(rows, out, context)
+    return rows
+
+
+def _score(results: dict[str, list[FoldPredictions]], out: Path, context: dict[str, Any],
+           n_boot: int) -> list[dict[str, Any]]:
+    """Metric rows of the pooled and per-fold predictions; a report and the out-of-fold
+    probabilities per algorithm."""
+    rows: list[dict[str, Any]] = []
+    pooled = {a: concat_predictions([f.test for f in fs]) for a, fs in results.items()}
     for algorithm, fold_results in results.items():
         thresholds = thresholds_from(concat_predictions([f.val for f in fold_results]))
         pooled_rows = metric_rows(pooled[algorithm], thresholds=thresholds, n_boot=n_boot)
@@ -103,9 +117,7 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
                      {**context, "algorithm": algorithm, "units": len(pooled[algorithm])},
                      n_boot=min(n_boot, 200))
         _write_predictions(out / algorithm / "predictions.csv", fold_results)
-    rows += _delong_rows(pooled)
-    _write_tables(rows, out, context)
-    return rows
+    return rows + _delong_rows(pooled)
 
 
 def _grades_of_cohort(config: TrainConfig, manifest: Manifest) -> TrainConfig:

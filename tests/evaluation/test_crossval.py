@@ -3,7 +3,10 @@
 import csv
 import json
 
+import pytest
+
 from radpath.data.manifest import read_manifest
+from radpath.errors import ConfigError
 from radpath.evaluation.crossval import cv_manifests, run_cv
 
 
@@ -43,3 +46,11 @@ def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) 
     assert "2-fold cross-validation" in table and "| paper | fused |" in table
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert "<img" in (tmp_path / "cv" / "paper" / "report.html").read_text()
+
+
+def test_unknown_checkpoint_is_refused_before_any_training(tiny_manifest, tiny_config,
+                                                           tmp_path) -> None:
+    with pytest.raises(ConfigError, match="'best' or 'last'"):
+        run_cv(tiny_config(), read_manifest(tiny_manifest), tmp_path / "cv", k=2,
+               checkpoint="middle")
+    assert not (tmp_path / "cv").exists()
