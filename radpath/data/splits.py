@@ -69,9 +69,8 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
     batch (the histology domain of pseudo-pairs) and shared out in proportion to
     ``fractions``, each split's units spread along that order so that every batch is spread
     too; a stratum with at least as many units as there are non-empty splits gives each of
-    them at least one unit. Rounding
-    left over by one stratum is carried into the next, so small strata do not all round
-    towards the largest split.
+    them at least one unit. Rounding left over by one stratum is carried into the next, so
+    small strata do not all round towards the largest split.
 
     Args:
         manifest: the records to split.
@@ -88,9 +87,7 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
     """
     weights = _check_fractions(fractions, names)
     records_of = _units(manifest)
-    strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for unit, records in records_of.items():
-        strata[_stratum(records)].append(unit)
+    strata = _strata(records_of)
     rng = np.random.default_rng(seed)
     carry = [0.0] * len(weights)
     split_of_unit: dict[str, str] = {}
@@ -128,6 +125,14 @@ def _units(manifest: Manifest) -> dict[str, list[Record]]:
     for record in manifest:
         units[_unit_of(record)].append(record)
     return dict(units)
+
+
+def _strata(records_of: Mapping[str, list[Record]]) -> dict[tuple[str, str, str], list[str]]:
+    """Units grouped by :func:`_stratum`."""
+    strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for unit, records in records_of.items():
+        strata[_stratum(records)].append(unit)
+    return strata
 
 
 def _stratum(records: list[Record]) -> tuple[str, str, str]:
@@ -209,9 +214,7 @@ def patient_folds(manifest: Manifest, k: int, *, seed: int = 0) -> list[Fold]:
     units = _units(manifest)
     if not 2 <= k <= len(units):
         raise ValueError(f"cross-validation needs 2 <= folds <= units ({len(units)}), got {k}")
-    strata: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for unit, records in units.items():
-        strata[_stratum(records)].append(unit)
+    strata = _strata(units)
     rng = np.random.default_rng(seed)
     fold_of_unit: dict[str, int] = {}
     dealt = 0
