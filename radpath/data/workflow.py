@@ -20,7 +20,11 @@ def read_paired(paths: Sequence[str | Path], *, seed: int = 0) -> Manifest:
     """Read and combine manifests, pairing them unless every record is paired already."""
     if not paths:
         raise ConfigError("at least one --manifest is needed")
-    manifest = combine([read_manifest(p) for p in paths])
+    return paired(combine([read_manifest(p) for p in paths]), seed=seed)
+
+
+def paired(manifest: Manifest, *, seed: int = 0) -> Manifest:
+    """``manifest`` itself when every record is paired already, else paired with ``seed``."""
     return manifest if all(r.pairing for r in manifest) else pair_modalities(manifest, seed=seed)
 
 

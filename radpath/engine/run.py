@@ -33,7 +33,7 @@ from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.engine.sampler import BalancedUnitSampler
 from radpath.errors import RadpathError
-from radpath.models.crossmodal import CrossModalModel
+from radpath.models.crossmodal import CrossModalModel, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,17 @@ def prepare_manifest(paths: Sequence[str | Path], config: TrainConfig) -> Manife
 
 def build_algorithm(config: TrainConfig, domains: Sequence[str], num_grades: int) -> Algorithm:
     """The model and algorithm a config describes (grading head sized from the data)."""
-    model_config = config.model
-    if model_config.num_grades == 0 and num_grades >= 2:
-        model_config = model_config.model_copy(update={"num_grades": num_grades})
-    model = CrossModalModel(model_config)
+    model = CrossModalModel(sized_for_grades(config.model, num_grades))
     algorithm_class = ALGORITHMS.get(config.algorithm.name)
     return algorithm_class(model, config.algorithm, domains=domains, seed=config.seed)
+
+
+def sized_for_grades(model: ModelConfig, num_grades: int) -> ModelConfig:
+    """``model`` with its grading head sized to ``num_grades`` ordered grades, unless the
+    config fixes the size itself or the data has fewer than two grades."""
+    if model.num_grades or num_grades < 2:
+        return model
+    return model.model_copy(update={"num_grades": num_grades})
 
 
 def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, DataLoader]:

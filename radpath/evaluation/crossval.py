@@ -24,12 +24,13 @@ from typing import Any
 
 from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest, write_manifest
-from radpath.data.pairing import pair_modalities, pairing_mode
+from radpath.data.pairing import pairing_mode
 from radpath.data.splits import check_leakage, patient_folds, split_patients
+from radpath.data.workflow import paired
 from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig
 from radpath.engine.data import PatientBagDataset, count_grades
-from radpath.engine.run import train
+from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.evaluate import metric_rows, thresholds_from
@@ -53,8 +54,7 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0,
                  val_fraction: float = 0.15) -> list[tuple[str, Manifest]]:
     """One manifest per fold: its held-out units as ``test``, the rest split by patient
     into ``train`` and ``val`` (``val_fraction`` of them). Pairs unpaired manifests first."""
-    if not all(r.pairing for r in manifest):
-        manifest = pair_modalities(manifest, seed=seed)
+    manifest = paired(manifest, seed=seed)
     folds = []
     for fold in patient_folds(manifest, k, seed=seed):
         inner = split_patients(fold.train, fractions=(1 - val_fraction, val_fraction),
@@ -124,10 +124,7 @@ def _grades_of_cohort(config: TrainConfig, manifest: Manifest) -> TrainConfig:
     """Size the grading head from the whole cohort, not from each fold's training part,
     so that every fold predicts the same grades (a fold may lack the highest one)."""
     grades = count_grades(manifest, config.data.grade_column)
-    if config.model.num_grades or grades < 2:
-        return config
-    return config.model_copy(update={
-        "model": config.model.model_copy(update={"num_grades": grades})})
+    return config.model_copy(update={"model": sized_for_grades(config.model, grades)})
 
 
 def _predict_fold(name: str, run_dir: Path, manifest: Manifest,

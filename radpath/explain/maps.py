@@ -156,9 +156,7 @@ def gradcam_maps(model: CrossModalModel, batch: Mapping[str, Tensor]) -> np.ndar
         grid = model.backbone.grid_size("mammo", tuple(batch["mammo"].shape[-2:]))
         return cam.reshape(-1, *grid).cpu().numpy()
     _, keep, layout = model.mammo_windows(batch["mammo"][0, _valid_views(batch)])
-    side = model.config.mammo_window
-    grid = model.backbone.grid_size("mammo", (side, side))
-    return model.stitch_kept(cam.reshape(-1, *grid), keep, layout).cpu().numpy()
+    return model.stitch_kept(cam.reshape(-1, *model.window_grid), keep, layout).cpu().numpy()
 
 
 def localisation_maps(out: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> np.ndarray:
@@ -183,11 +181,6 @@ def mil_maps(out: Mapping[str, Tensor], batch: Mapping[str, Tensor],
     return np.ones((len(weights), *grid), dtype=np.float32) * weights[:, None, None]
 
 
-def _window_grid(model: CrossModalModel) -> tuple[int, int] | None:
-    side = model.config.mammo_window
-    return model.backbone.grid_size("mammo", (side, side)) if side else None
-
-
 def compute_maps(model: CrossModalModel, batch: Mapping[str, Tensor],
                  kinds: Sequence[str] = MAP_KINDS,
                  out: Mapping[str, Tensor] | None = None) -> dict[str, np.ndarray]:
@@ -210,7 +203,7 @@ def compute_maps(model: CrossModalModel, batch: Mapping[str, Tensor],
     makers = {"rollout": lambda: rollout_maps(model, batch),
               "gradcam": lambda: gradcam_maps(model, batch),
               "localisation": lambda: localisation_maps(out, batch),
-              "mil": lambda: mil_maps(out, batch, grid, _window_grid(model))}
+              "mil": lambda: mil_maps(out, batch, grid, model.window_grid)}
     return {kind: makers[check_kind(kind)]().astype(np.float32) for kind in kinds}
 
 

@@ -209,6 +209,12 @@ class CrossModalModel(nn.Module):
             localised = self._localise(batch["mammo"], mask, scores)
         return instances, mask, instances, localised
 
+    @property
+    def window_grid(self) -> tuple[int, int] | None:
+        """Token grid of one mammogram window, or None when views are encoded whole."""
+        side = self.config.mammo_window
+        return self.backbone.grid_size("mammo", (side, side)) if side else None
+
     def mammo_windows(self, views: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
         """Cut views ``(N, C, H, W)`` into ``config.mammo_window`` windows.
 
@@ -248,12 +254,11 @@ class CrossModalModel(nn.Module):
     def view_tokens(self, views: Tensor) -> Tensor:
         """Patch tokens ``(N, gh * gw, D)`` of mammogram views ``(N, 1, H, W)`` as the model
         sees them: through windows (stitched, zeros for background windows) when windowed."""
-        side = self.config.mammo_window
-        if not side:
+        grid = self.window_grid
+        if grid is None:
             return self.encode_images(views, "mammo")[1]
         windows, keep, layout = self.mammo_windows(views)
         _, patches = self.encode_images(windows[keep], "mammo")
-        grid = self.backbone.grid_size("mammo", (side, side))
         stitched = self.stitch_kept(patches.reshape(-1, *grid, patches.shape[-1]), keep,
                                     layout)
         return stitched.reshape(stitched.shape[0], -1, patches.shape[-1])
@@ -311,9 +316,7 @@ class CrossModalModel(nn.Module):
                        ) -> tuple[Tensor, Tensor]:
         """Token scores of the encoded windows stitched into flat view maps ``(N, gh * gw)``
         (:data:`BACKGROUND_SCORE` over windows left out), and which tokens were encoded."""
-        side = self.config.mammo_window
-        grid = self.backbone.grid_size("mammo", (side, side))
-        window_scores = self.localisation(patches).reshape(-1, *grid)
+        window_scores = self.localisation(patches).reshape(-1, *self.window_grid)
         scores = self.stitch_kept(window_scores, keep, layout, fill=BACKGROUND_SCORE)
         encoded = self.stitch_kept(torch.ones_like(window_scores, dtype=torch.bool), keep,
                                    layout)
