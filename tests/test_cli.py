@@ -64,3 +64,13 @@ def test_benchmark_cross_validation_command(tiny_manifest, tmp_path):
     refused = runner.invoke(app, ["benchmark", "--protocol", "cv", "--adapt", "tent",
                                   "--manifest", str(tiny_manifest), "--out", str(tmp_path)])
     assert refused.exit_code != 0 and "--protocol lodo" in str(refused.exception)
+
+
+def test_evaluate_command_prints_auc_and_localisation(tiny_run, tiny_manifest, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--run", str(tiny_run), "--manifest",
+                                 str(tiny_manifest), "--out", str(tmp_path / "eval"),
+                                 "--split", "val", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("malignancy" in line and "AUC" in line and "(n=" in line for line in lines)
+    assert any("localisation" in line and "hit rate" in line for line in lines)

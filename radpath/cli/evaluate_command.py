@@ -11,6 +11,10 @@ from rich.table import Table
 
 console = Console(stderr=True)
 
+# The headline figure of each task; the rest (sensitivity, calibration, distances) is in
+# metrics.json and the report.
+HEADLINE_METRICS = {"auc": "AUC", "hit_rate": "hit rate", "quadratic_weighted_kappa": "QWK"}
+
 
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="Run folder written by radpath train.")],
@@ -23,17 +27,17 @@ def evaluate(
     workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
 ) -> None:
     """Evaluate a run: AUC, sensitivity/specificity, calibration, localisation, with CIs."""
+    from radpath.evaluation.protocols import format_estimate
     from radpath.evaluation.runner import evaluate_run
 
     result = evaluate_run(run, manifest, out, adapt=adapt, split=split, workers=workers)
     table = Table(title=f"{result.metrics_path}", show_edge=False)
-    for column in ("task", "modality", "domain", "AUC [95% CI]", "n"):
+    for column in ("task", "modality", "domain", "metric", "value [95% CI] (n)"):
         table.add_column(column)
     for row in result.rows:
-        if row["metric"] == "auc" and row["value"] is not None:
+        if row["metric"] in HEADLINE_METRICS:
             table.add_row(row["task"], row["modality"], row["domain"],
-                          f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
-                          str(row["n"]))
+                          HEADLINE_METRICS[row["metric"]], format_estimate(row))
     console.print(table)
     console.print(f"report: {result.report_path}")
 

@@ -2,7 +2,8 @@
 
 A *unit* is a true pair or a pseudo-pair (records sharing a ``pair_id``), or else one
 patient. Each unit becomes one dataset item: its mammogram views (at most ``max_views``)
-and a bag of H&E tiles pooled over all its histology images (at most ``max_tiles``).
+and a bag of H&E tiles pooled over all its histology images (``max_tiles`` drawn per
+training epoch, ``eval_tiles`` when predicting).
 Items hold variable numbers of views and tiles; :func:`collate_patients` pads them.
 
 Arrays come from the preprocessing cache (computed on a miss). Tensors are normalised:
@@ -50,7 +51,10 @@ class DataConfig(pydantic.BaseModel):
         preprocess: the preprocessing whose cached arrays are read.
         cache_dir: the preprocessing cache folder.
         max_views: mammogram views kept per unit (the first in a stable order).
-        max_tiles: H&E tiles per unit (a random subset when training, else the first).
+        max_tiles: H&E tiles per training unit (a random subset of the cached tiles).
+        eval_tiles: H&E tiles per evaluation unit, the first in rank order; ``None`` keeps
+            every cached tile. A unit's prediction should see all of its tissue, while
+            training only needs a fresh subset each epoch.
         patch_size: the ViT patch size; lesion maps are on the ``size // patch_size`` grid.
         augment: augment training items (never evaluation items).
         hed_sigma: HED jitter scale half-width for the tiles.
@@ -77,6 +81,7 @@ class DataConfig(pydantic.BaseModel):
     cache_dir: str = ".radpath-cache"
     max_views: int = pydantic.Field(4, ge=1)
     max_tiles: int = pydantic.Field(8, ge=1)
+    eval_tiles: int | None = pydantic.Field(None, ge=1)
     patch_size: int = pydantic.Field(16, ge=1)
     augment: bool = True
     hed_sigma: float = pydantic.Field(0.03, ge=0.0)
@@ -340,10 +345,11 @@ class PatientBagDataset(Dataset):
         if not unit.histo:
             return torch.zeros(0, 3, tile, tile)
         tiles = _interleave([self._load(r)["image"] for r in unit.histo])
-        keep = self.config.max_tiles
-        if rng is not None and len(tiles) > keep:
-            tiles = tiles[np.sort(rng.choice(len(tiles), size=keep, replace=False))]
-        tiles = tiles[:keep]
+        if rng is None:
+            tiles = tiles[:self.config.eval_tiles]
+        elif len(tiles) > self.config.max_tiles:
+            keep = rng.choice(len(tiles), size=self.config.max_tiles, replace=False)
+            tiles = tiles[np.sort(keep)]
         if augment and rng is not None:
             tiles = np.stack([_augment_tile(t, rng, self.config) for t in tiles])
         scaled = (tiles.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD

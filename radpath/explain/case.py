@@ -211,7 +211,8 @@ def _load_view(path: str | Path, pre: RecordPreprocessor) -> _View:
                  scale)
 
 
-def _load_tiles(paths: Sequence[str | Path], pre: RecordPreprocessor, limit: int) -> list[_Tile]:
+def _load_tiles(paths: Sequence[str | Path], pre: RecordPreprocessor,
+                limit: int | None) -> list[_Tile]:
     stacks = []
     for path in paths:
         image = read_image(path)
@@ -304,7 +305,7 @@ def explain_case(run: LoadedRun, mammo_paths: Sequence[str | Path],
     config = run.config.data
     pre = RecordPreprocessor(config.preprocess)
     views = [_load_view(path, pre) for path in mammo_paths]
-    tiles = _load_tiles(histo_paths, pre, config.max_tiles)
+    tiles = _load_tiles(histo_paths, pre, config.eval_tiles)
     pairing = ("pseudo" if pairing == "pseudo" else "true") if tiles else "none"
     model: CrossModalModel = run.algorithm.model
     size = config.preprocess.mammo.size

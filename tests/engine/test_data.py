@@ -49,7 +49,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> DataConfig:
     preprocess = PreprocessConfig(mammo=MammoConfig(size=SIZE),
                                   histo=HistoConfig(tile_size=TILE, min_tissue=0.0))
     return DataConfig(preprocess=preprocess, cache_dir=str(tmp_path_factory.mktemp("cache")),
-                      max_tiles=MAX_TILES, patch_size=PATCH)
+                      max_tiles=MAX_TILES, eval_tiles=MAX_TILES, patch_size=PATCH)
 
 
 def _unit_of(dataset: PatientBagDataset, predicate: Callable[[Unit], object]) -> int:
@@ -105,6 +105,16 @@ def test_masks_match_real_views_and_tiles(manifest: Manifest, config: DataConfig
         assert batch["histo_mask"][b, :tiles].all()
         assert not batch["mammo"][b][~batch["mammo_mask"][b]].any()
         assert not batch["histo"][b][~batch["histo_mask"][b]].any()
+
+
+def test_evaluation_sees_every_tile_training_draws_a_subset(manifest: Manifest,
+                                                           config: DataConfig) -> None:
+    every = config.model_copy(update={"eval_tiles": None})
+    b = _unit_of(PatientBagDataset(manifest, every), lambda u: u.histo)
+    cached = 4 * len(PatientBagDataset(manifest, every).units[b].histo)
+    assert cached > MAX_TILES
+    assert PatientBagDataset(manifest, every)[b]["histo"].shape[0] == cached
+    assert PatientBagDataset(manifest, every, train=True)[b]["histo"].shape[0] == MAX_TILES
 
 
 def test_single_modality_unit_is_zero_and_flagged(manifest: Manifest,
