@@ -33,15 +33,17 @@ from radpath.evaluation.protocols import run_lodo
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
+REAL_SOURCES = ("mias", "ucsb", "breakhis")
 REAL_HOLDOUT = ("fatty", "fatty-glandular", "dense-glandular", "ytma10_010704", "400x")
 SYNTHETIC = SyntheticConfig(n_patients=120, mammo_size=256, tile_size=128, seed=7,
                             shortcut_agreement=(0.1, 0.95, 0.75), shortcut_noise=0.05)
 
 
-def real_manifest(work: Path) -> Manifest:
-    """MIAS + UCSB + BreakHis, ingested from ../shared/data and pseudo-paired."""
+def real_manifest(work: Path, sources: tuple[str, ...] = REAL_SOURCES) -> Manifest:
+    """``sources`` (MIAS + UCSB + BreakHis), ingested from ../shared/data and pseudo-paired
+    (records of one modality only stay unpaired)."""
     records = []
-    for source in ("mias", "ucsb", "breakhis"):
+    for source in sources:
         if not (SHARED / source).is_dir():
             sys.exit(f"{SHARED / source} is absent: the real-data benchmark needs ../shared/data")
         report = ingest(source, SHARED / source, work / "ingest" / source / "manifest.csv")
