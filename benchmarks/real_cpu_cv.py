@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import REAL_SOURCES, REPO, RESULTS, real_manifest
 
 SOURCES = {"both": REAL_SOURCES, "mammo": ("mias",), "histo": ("ucsb", "breakhis")}
+PAIRING_NOTE = {True: "pseudo-pairs are label-matched units of different patients.",
+                False: "one modality only, so no pairs."}
 
 
 def main() -> None:
@@ -56,7 +58,7 @@ def main() -> None:
         f"Made by `{command}` in {minutes:.0f} min on {torch.get_num_threads()} CPU threads: "
         f"configs/real-cpu.yaml{''.join(' ' + o for o in args.overrides)}. AUC of malignancy "
         "(malignant vs rest) per unit, out-of-fold predictions pooled over the folds, 95% "
-        "bootstrap CIs; pseudo-pairs are label-matched units of different patients.", "",
+        "bootstrap CIs; " + PAIRING_NOTE[args.modality == "both"], "",
         (out / "cv.md").read_text()])
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "real_cpu_cv" + ("" if args.modality == "both" else f"_{args.modality}")
