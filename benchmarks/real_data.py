@@ -40,8 +40,8 @@ SYNTHETIC = SyntheticConfig(n_patients=120, mammo_size=256, tile_size=128, seed=
 
 
 def real_manifest(work: Path, sources: tuple[str, ...] = REAL_SOURCES) -> Manifest:
-    """``sources`` (MIAS + UCSB + BreakHis), ingested from ../shared/data and pseudo-paired
-    (records of one modality only stay unpaired)."""
+    """The ``sources`` (default: MIAS, UCSB and BreakHis), ingested from ../shared/data and
+    pseudo-paired (with one modality only, every record stays unpaired)."""
     records = []
     for source in sources:
         if not (SHARED / source).is_dir():

@@ -110,10 +110,11 @@ def test_masks_match_real_views_and_tiles(manifest: Manifest, config: DataConfig
 def test_evaluation_sees_every_tile_training_draws_a_subset(manifest: Manifest,
                                                            config: DataConfig) -> None:
     every = config.model_copy(update={"eval_tiles": None})
-    b = _unit_of(PatientBagDataset(manifest, every), lambda u: u.histo)
-    cached = 4 * len(PatientBagDataset(manifest, every).units[b].histo)
+    evaluation = PatientBagDataset(manifest, every)
+    b = _unit_of(evaluation, lambda u: u.histo)
+    cached = 4 * len(evaluation.units[b].histo)
     assert cached > MAX_TILES
-    assert PatientBagDataset(manifest, every)[b]["histo"].shape[0] == cached
+    assert evaluation[b]["histo"].shape[0] == cached
     assert PatientBagDataset(manifest, every, train=True)[b]["histo"].shape[0] == MAX_TILES
 
 
