@@ -32,8 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import REAL_SOURCES, REPO, RESULTS, real_manifest
 
 SOURCES = {"both": REAL_SOURCES, "mammo": ("mias",), "histo": ("ucsb", "breakhis")}
-PAIRING_NOTE = {True: "pseudo-pairs are label-matched units of different patients.",
-                False: "one modality only, so no pairs."}
 
 
 def main() -> None:
@@ -47,8 +45,12 @@ def main() -> None:
     config = load_config(REPO / "configs" / "real-cpu.yaml",
                          [f"data.cache_dir={args.work / 'cache'}", "trainer.progress_bar=false",
                           *args.overrides])
+    both = args.modality == "both"
+    suffix = "" if both else f"_{args.modality}"
+    pairing = ("pseudo-pairs are label-matched units of different patients." if both
+               else "one modality only, so no pairs.")
     started = time.perf_counter()
-    out = args.work / ("cv" if args.modality == "both" else f"cv-{args.modality}")
+    out = args.work / f"cv{suffix}"
     run_cv(config, real_manifest(args.work, SOURCES[args.modality]), out, k=args.folds,
            algorithms=tuple(args.algorithms.split(",")), checkpoint="last")
     minutes = (time.perf_counter() - started) / 60
@@ -58,11 +60,10 @@ def main() -> None:
         f"Made by `{command}` in {minutes:.0f} min on {torch.get_num_threads()} CPU threads: "
         f"configs/real-cpu.yaml{''.join(' ' + o for o in args.overrides)}. AUC of malignancy "
         "(malignant vs rest) per unit, out-of-fold predictions pooled over the folds, 95% "
-        "bootstrap CIs; " + PAIRING_NOTE[args.modality == "both"], "",
+        f"bootstrap CIs; {pairing}", "",
         (out / "cv.md").read_text()])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "real_cpu_cv" + ("" if args.modality == "both" else f"_{args.modality}")
-    (RESULTS / f"{name}.md").write_text(table)
+    (RESULTS / f"real_cpu_cv{suffix}.md").write_text(table)
     print(table)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pydantic
@@ -38,6 +38,8 @@ from radpath.data.pairing import pairing_mode as _records_pairing_mode
 from radpath.data.pairing import patient_label
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
 from radpath.engine.batch import LABEL_CODES, MALIGNANT, PAIRING_CODES, SIDE_CODES
+
+T = TypeVar("T")
 
 MAMMO_MEAN, MAMMO_STD = 0.5, 0.25
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -188,10 +190,14 @@ def lesion_map(lesions: np.ndarray, size: int, patch: int) -> np.ndarray:
     return out
 
 
-def _interleave(stacks: Sequence[np.ndarray]) -> np.ndarray:
-    """Tiles of several images, rank by rank: every image's best tile, then the second..."""
+def interleave_ranks(stacks: Sequence[Sequence[T]]) -> list[T]:
+    """Tiles of several images, rank by rank: every image's best tile, then the second...
+
+    The one order of a unit's tiles, so that a prediction and its explanation that keep the
+    first ``eval_tiles`` keep the same ones.
+    """
     order = sorted((rank, k) for k, s in enumerate(stacks) for rank in range(len(s)))
-    return np.stack([stacks[k][rank] for rank, k in order])
+    return [stacks[k][rank] for rank, k in order]
 
 
 def _augment_mammo(image: np.ndarray, rng: np.random.Generator,
@@ -344,7 +350,7 @@ class PatientBagDataset(Dataset):
         tile = self.config.preprocess.histo.tile_size
         if not unit.histo:
             return torch.zeros(0, 3, tile, tile)
-        tiles = _interleave([self._load(r)["image"] for r in unit.histo])
+        tiles = np.stack(interleave_ranks([self._load(r)["image"] for r in unit.histo]))
         if rng is None:
             tiles = tiles[:self.config.eval_tiles]
         elif len(tiles) > self.config.max_tiles:

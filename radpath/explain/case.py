@@ -46,6 +46,7 @@ from radpath.engine.data import (
     MAMMO_MEAN,
     MAMMO_STD,
     collate_patients,
+    interleave_ranks,
 )
 from radpath.errors import RadpathError
 from radpath.explain import render
@@ -228,9 +229,7 @@ def _load_tiles(paths: Sequence[str | Path], pre: RecordPreprocessor,
         side = round(done.image.shape[1] / pre.config.histo.scale)
         stacks.append([_Tile(Path(path).name, int(x), int(y), tile, side)
                        for tile, (x, y) in zip(done.image, done.tile_xy, strict=True)])
-    # Rank by rank over the images, as the training data interleaves them.
-    order = sorted((rank, k) for k, stack in enumerate(stacks) for rank in range(len(stack)))
-    return [stacks[k][rank] for rank, k in order][:limit]
+    return interleave_ranks(stacks)[:limit]
 
 
 def _batch(views: list[_View], tiles: list[_Tile], tile_size: int, grid: int,
