@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.engine.data import DataConfig
 from radpath.errors import ConfigError
+from radpath.models.backbone import BACKBONES
 from radpath.models.crossmodal import ModelConfig
 
 
@@ -68,6 +69,32 @@ class TrainConfig(_Strict):
     trainer: TrainerConfig = TrainerConfig()
     split: SplitConfig = SplitConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _patch_size_from_backbone(cls, raw: Any) -> Any:
+        """An unset ``data.patch_size`` is the backbone's: the two must agree anyway."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("data", {}), dict):
+            return raw
+        data = raw.get("data", {})
+        model = raw.get("model", {})
+        backbone = model.get("backbone", {}) if isinstance(model, dict) else model.backbone
+        name = (backbone.get("name", "vit_test") if isinstance(backbone, dict)
+                else backbone.name)
+        if "patch_size" in data or name not in BACKBONES:
+            return raw  # an unknown name is reported by the backbone's own validation
+        return {**raw, "data": {**data, "patch_size": BACKBONES.get(name)()["patch_size"]}}
+
+    @model_validator(mode="after")
+    def _one_token_grid(self) -> TrainConfig:
+        # Lesion maps are drawn on the data's grid and compared with the model's token
+        # scores: different patch sizes would fail at the first step with a shape error.
+        patch = BACKBONES.get(self.model.backbone.name)()["patch_size"]
+        if self.data.patch_size != patch:
+            raise ValueError(f"data.patch_size ({self.data.patch_size}) must equal the patch "
+                             f"size of model.backbone.name '{self.model.backbone.name}' "
+                             f"({patch}); leave data.patch_size out to take the backbone's")
+        return self
+
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read ``path`` (YAML), apply ``key.sub=value`` overrides and validate.
@@ -99,7 +126,8 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> TrainConf
             key = ".".join(str(part) for part in error["loc"])
             given = error.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
-            problems.append(f"{key}: {error['msg']}{shown}")
+            # A check across sections has no single key: its message names the keys.
+            problems.append(f"{key}: {error['msg']}{shown}" if key else error["msg"])
         raise ConfigError(f"{source}: invalid settings:\n  " + "\n  ".join(problems)) from None
 
 

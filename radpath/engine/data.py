@@ -58,6 +58,7 @@ class DataConfig(pydantic.BaseModel):
             every cached tile. A unit's prediction should see all of its tissue, while
             training only needs a fresh subset each epoch.
         patch_size: the ViT patch size; lesion maps are on the ``size // patch_size`` grid.
+            In a training config it defaults to the backbone's, and must equal it.
         augment: augment training items (never evaluation items).
         hed_sigma: HED jitter scale half-width for the tiles.
         hed_bias: HED jitter shift half-width for the tiles.

@@ -1,0 +1,35 @@
+"""The shipped configs validate, and settings that must agree across sections do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from radpath.engine.config import load_config
+from radpath.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_the_documented_configs_ship():
+    assert {"tiny", "demo", "real-cpu", "paper"} <= {path.stem for path in SHIPPED}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.stem)
+def test_every_shipped_config_validates(path):
+    config = load_config(path)
+    # Predicting on fewer tiles than a training draw would throw tissue away.
+    assert config.data.eval_tiles is None or config.data.eval_tiles >= config.data.max_tiles
+
+
+@pytest.mark.parametrize(("backbone", "patch"), [("vit_test", 8), ("vit_base", 16)])
+def test_patch_size_defaults_to_the_backbones(backbone, patch):
+    config = load_config(None, [f"model.backbone.name={backbone}"])
+    assert config.data.patch_size == patch
+
+
+def test_a_patch_size_the_backbone_does_not_have_is_refused():
+    with pytest.raises(ConfigError, match=r"data\.patch_size \(16\).*vit_test.*\(8\)"):
+        load_config(REPO / "configs" / "tiny.yaml", ["data.patch_size=16"])
