@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.engine.data import DataConfig
 from radpath.errors import ConfigError
-from radpath.models.backbone import BACKBONES
+from radpath.models.backbone import BACKBONES, BackboneConfig
 from radpath.models.crossmodal import ModelConfig
 
 
@@ -77,11 +77,11 @@ class TrainConfig(_Strict):
             return raw
         data = raw.get("data", {})
         model = raw.get("model", {})
-        backbone = model.get("backbone", {}) if isinstance(model, dict) else model.backbone
-        name = (backbone.get("name", "vit_test") if isinstance(backbone, dict)
-                else backbone.name)
+        backbone = model.get("backbone", {}) if isinstance(model, dict) else None
+        name = (backbone.get("name", BackboneConfig.model_fields["name"].default)
+                if isinstance(backbone, dict) else None)
         if "patch_size" in data or name not in BACKBONES:
-            return raw  # an unknown name is reported by the backbone's own validation
+            return raw  # the other checks report what is wrong
         return {**raw, "data": {**data, "patch_size": BACKBONES.get(name)()["patch_size"]}}
 
     @model_validator(mode="after")

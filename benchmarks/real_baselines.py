@@ -1,0 +1,274 @@
+"""Reference baselines on the same patient folds as benchmarks/real_cpu_cv.py.
+
+    .venv/bin/python benchmarks/real_baselines.py --work /tmp/radpath-cv [--seeds 3]
+        [--modality mammo|histo]
+
+A recipe is only "better" than the floors the project was set if the floors are measured
+the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Four
+baselines, each trained per fold on the fold's training and inner-validation units and
+scored on its held-out units:
+
+- ``mammo``, ``naive-vit``: a 4-block, 64-wide timm ViT on whole 256-px films (64-px
+  patches, 16 tokens), film label = the film's own finding, top-bottom flips; a patient's
+  score is its most suspicious film.
+- ``mammo``, ``film-features``: logistic regression on per-film intensity quantiles,
+  local-binary-pattern and grey-level co-occurrence texture (scikit-image), and the largest
+  bright blob; a patient is the mean of its films and their left/right difference.
+- ``histo``, ``colour-texture``: logistic regression on each image's mean tile statistics
+  (RGB and HSV means and spreads, edge strength, dark-pixel fraction).
+- ``histo``, ``tile-vit``: the same timm ViT shape on 64-px tiles (patch 8), every tile
+  trained with its image's label; a unit's score is its mean tile logit.
+
+Seed ``s`` makes the folds of ``real_cpu_cv.py --set seed=s`` and seeds the baseline, so
+seed 0 sits next to the recipe's table. Output: benchmarks/results/real_baselines.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import kurtosis, skew
+from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from timm.models.vision_transformer import VisionTransformer
+
+from radpath.data.cache import ArrayCache
+from radpath.data.manifest import Record
+from radpath.data.preprocess import RecordPreprocessor, load_cached
+from radpath.engine.config import TrainConfig, load_config
+from radpath.engine.data import PatientBagDataset, Unit
+from radpath.evaluation.crossval import cv_manifests
+from radpath.evaluation.metrics import Estimate, auc_with_ci
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_cpu_cv import SOURCES
+from real_data import REPO, RESULTS, real_manifest
+
+MAMMO_MEAN, MAMMO_STD = 0.5, 0.25
+# Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
+_STATISTICS: dict[tuple[str, str], np.ndarray] = {}
+
+
+@dataclass
+class Fold:
+    """The units a baseline trains on and the units it scores, with their pixels."""
+
+    train: list[Unit]
+    test: list[Unit]
+    pixels: Callable[[Record], np.ndarray]
+    seed: int
+
+
+def malignant(unit: Unit) -> float:
+    return float(unit.label == "malignant")
+
+
+def statistics(fold: Fold, record: Record, describe: Callable[[np.ndarray], np.ndarray]
+               ) -> np.ndarray:
+    key = (describe.__name__, record.image_id)
+    if key not in _STATISTICS:
+        _STATISTICS[key] = describe(fold.pixels(record))
+    return _STATISTICS[key]
+
+
+# ---------------------------------------------------------------- mammography
+def naive_vit(fold: Fold, epochs: int = 60) -> np.ndarray:
+    films = [(r, float(r.label == "malignant")) for u in fold.train for r in u.mammo]
+    images = torch.stack([_film(fold, r) for r, _ in films])
+    labels = torch.tensor([y for _, y in films])
+    net = _vit(img_size=256, patch_size=64, in_chans=1, seed=fold.seed)
+    _fit(net, images, labels, epochs, batch=16, augment=_vflip, seed=fold.seed)
+    with torch.no_grad():
+        return np.array([float(net(torch.stack([_film(fold, r) for r in u.mammo])).max())
+                         for u in fold.test])
+
+
+def film_features(fold: Fold) -> np.ndarray:
+    def unit_row(unit: Unit) -> np.ndarray:
+        rows = [statistics(fold, r, _film_statistics) for r in unit.mammo]
+        by_side = {r.laterality: row for r, row in zip(unit.mammo, rows, strict=True)}
+        asymmetry = (np.abs(by_side["L"] - by_side["R"]) if {"L", "R"} <= by_side.keys()
+                     else np.zeros_like(rows[0]))
+        return np.concatenate([np.mean(rows, axis=0), asymmetry])
+
+    return _logistic(fold, unit_row)
+
+
+def _film(fold: Fold, record: Record) -> torch.Tensor:
+    pixels = torch.from_numpy(np.asarray(fold.pixels(record), dtype=np.float32))
+    return ((pixels - MAMMO_MEAN) / MAMMO_STD)[None]
+
+
+def _film_statistics(image: np.ndarray) -> np.ndarray:
+    breast = image > 0.02
+    values = image[breast]
+    grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    lbp = local_binary_pattern(grey, 8, 1, "uniform")[breast].astype(int)
+    cooc = graycomatrix(grey // 16, [1, 4, 16], [0, np.pi / 2], levels=16, normed=True)
+    side = image.shape[0] // 16 * 16
+    cells = image[:side, :side].reshape(side // 16, 16, side // 16, 16).mean((1, 3))
+    tissue = cells[cells > 0.02]
+    return np.concatenate([
+        np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9, 0.99]),
+        [values.std(), skew(values), kurtosis(values), breast.mean()],
+        np.bincount(lbp, minlength=10)[:10] / len(lbp),
+        *(graycoprops(cooc, p).ravel() for p in ("contrast", "homogeneity", "energy",
+                                                  "correlation")),
+        [tissue.max() - np.median(tissue), np.quantile(tissue, 0.95) - np.median(tissue)],
+    ])
+
+
+# ---------------------------------------------------------------- histology
+def colour_texture(fold: Fold) -> np.ndarray:
+    return _logistic(fold, lambda u: np.mean([statistics(fold, r, _tile_statistics)
+                                              for r in u.histo], axis=0))
+
+
+def tile_vit(fold: Fold, epochs: int = 30) -> np.ndarray:
+    images = [(_tiles(fold, r), malignant(u)) for u in fold.train for r in u.histo]
+    tiles = torch.cat([t for t, _ in images])
+    labels = torch.cat([torch.full((len(t),), y) for t, y in images])
+    net = _vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed)
+    _fit(net, tiles, labels, epochs, batch=128, augment=_dihedral, seed=fold.seed)
+    with torch.no_grad():
+        return np.array([float(torch.cat([net(_tiles(fold, r)) for r in u.histo]).mean())
+                         for u in fold.test])
+
+
+def _tiles(fold: Fold, record: Record) -> torch.Tensor:
+    tiles = torch.from_numpy(np.asarray(fold.pixels(record), dtype=np.float32) / 255)
+    mean = torch.tensor([0.485, 0.456, 0.406])
+    std = torch.tensor([0.229, 0.224, 0.225])
+    return ((tiles - mean) / std).permute(0, 3, 1, 2)
+
+
+def _tile_statistics(tiles: np.ndarray) -> np.ndarray:
+    rgb = tiles.astype(np.float32) / 255
+    hsv = np.stack([cv2.cvtColor(t, cv2.COLOR_RGB2HSV) for t in tiles]).astype(np.float32)
+    hsv /= np.array([180, 255, 255], dtype=np.float32)
+    grey = rgb.mean(-1)
+    edges = [np.abs(np.diff(grey, axis=a)).mean((1, 2)) for a in (1, 2)]
+    per_tile = np.concatenate([rgb.mean((1, 2)), rgb.std((1, 2)), hsv.mean((1, 2)),
+                               hsv.std((1, 2)), np.stack(edges, 1),
+                               (grey < 0.4).mean((1, 2))[:, None]], axis=1)
+    return per_tile.mean(0)
+
+
+# ---------------------------------------------------------------- shared pieces
+def _logistic(fold: Fold, row: Callable[[Unit], np.ndarray]) -> np.ndarray:
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+    model.fit(np.stack([row(u) for u in fold.train]), [malignant(u) for u in fold.train])
+    return model.decision_function(np.stack([row(u) for u in fold.test]))
+
+
+def _vit(*, img_size: int, patch_size: int, in_chans: int, seed: int) -> VisionTransformer:
+    torch.manual_seed(seed)
+    return VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                             num_classes=1, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+
+def _fit(net: VisionTransformer, images: torch.Tensor, labels: torch.Tensor, epochs: int, *,
+         batch: int, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+         seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+    net.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), batch):
+            rows = order[start:start + batch]
+            logits = net(augment(images[rows], generator))[:, 0]
+            loss = F.binary_cross_entropy_with_logits(logits, labels[rows])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    net.eval()
+
+
+def _vflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-2), images)
+
+
+def _dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    turns = int(torch.randint(4, (1,), generator=generator))
+    images = torch.rot90(images, turns, dims=(-2, -1))
+    return images.flip(-1) if torch.rand(1, generator=generator) < 0.5 else images
+
+
+BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features},
+             "histo": {"colour-texture": colour_texture, "tile-vit": tile_vit}}
+
+
+# ---------------------------------------------------------------- protocol
+def folds_of(config: TrainConfig, modality: str, work: Path, seed: int) -> list[Fold]:
+    """The folds ``real_cpu_cv.py --modality MODALITY --set seed=SEED`` trains on."""
+    cache = ArrayCache(config.data.cache_dir)
+    preprocessor = RecordPreprocessor(config.data.preprocess)
+
+    def pixels(record: Record) -> np.ndarray:
+        return load_cached(record, cache, preprocessor)["image"]
+
+    folds = []
+    for _, manifest in cv_manifests(real_manifest(work, SOURCES[modality]), 3, seed=seed):
+        units = {split: PatientBagDataset(manifest, config.data, split=split).units
+                 for split in ("train", "val", "test")}
+        folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed))
+    return folds
+
+
+def pooled_auc(folds: list[Fold], baseline: Callable[[Fold], np.ndarray]) -> Estimate:
+    """AUC of the out-of-fold scores of every fold, pooled."""
+    scores = np.concatenate([baseline(fold) for fold in folds])
+    labels = np.array([malignant(u) for fold in folds for u in fold.test])
+    return auc_with_ci(labels, scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-cv"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--modality", choices=tuple(BASELINES), action="append")
+    args = parser.parse_args()
+    config = load_config(REPO / "configs" / "real-cpu.yaml",
+                         [f"data.cache_dir={args.work / 'cache'}"])
+    started = time.perf_counter()
+    lines = ["| modality | baseline | seed 0: pooled AUC [95% CI] | "
+             f"mean ± sd over {args.seeds} seeds | per seed |", "|---|---|---|---|---|"]
+    for modality in args.modality or tuple(BASELINES):
+        folds = {s: folds_of(config, modality, args.work, s) for s in range(args.seeds)}
+        for name, baseline in BASELINES[modality].items():
+            estimates = [pooled_auc(folds[s], baseline) for s in range(args.seeds)]
+            values = np.array([e.value for e in estimates])
+            lines.append(f"| {modality} | {name} | {estimates[0]} | {values.mean():.3f} ± "
+                         f"{values.std():.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
+            print(lines[-1], flush=True)
+    minutes = (time.perf_counter() - started) / 60
+    command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
+    text = "\n".join([
+        "# Reference baselines on the real-cpu folds", "",
+        f"Made by `{command}` in {minutes:.0f} min on {torch.get_num_threads()} CPU threads. "
+        "AUC of malignancy (malignant vs rest) per unit, out-of-fold predictions pooled over "
+        "3 patient-grouped folds, 95% bootstrap CI; one modality at a time, so no pairs. "
+        "Seed s gives the folds of `benchmarks/real_cpu_cv.py --modality M --set seed=s`, "
+        "and the preprocessing of configs/real-cpu.yaml (the same cache).", "",
+        *lines, ""])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "real_baselines.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
