@@ -48,7 +48,14 @@ from radpath.data.cache import ArrayCache
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor, load_cached
 from radpath.engine.config import TrainConfig, load_config
-from radpath.engine.data import PatientBagDataset, Unit
+from radpath.engine.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAMMO_MEAN,
+    MAMMO_STD,
+    PatientBagDataset,
+    Unit,
+)
 from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
 
@@ -56,7 +63,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_cpu_cv import SOURCES
 from real_data import REPO, RESULTS, real_manifest
 
-MAMMO_MEAN, MAMMO_STD = 0.5, 0.25
 # Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
 
@@ -136,22 +142,20 @@ def colour_texture(fold: Fold) -> np.ndarray:
                                               for r in u.histo], axis=0))
 
 
-def tile_vit(fold: Fold, epochs: int = 30) -> np.ndarray:
+def tile_vit(fold: Fold, epochs: int = 10) -> np.ndarray:
     images = [(_tiles(fold, r), malignant(u)) for u in fold.train for r in u.histo]
     tiles = torch.cat([t for t, _ in images])
     labels = torch.cat([torch.full((len(t),), y) for t, y in images])
     net = _vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed)
-    _fit(net, tiles, labels, epochs, batch=128, augment=_dihedral, seed=fold.seed)
+    _fit(net, tiles, labels, epochs, batch=64, augment=_dihedral, seed=fold.seed)
     with torch.no_grad():
         return np.array([float(torch.cat([net(_tiles(fold, r)) for r in u.histo]).mean())
                          for u in fold.test])
 
 
 def _tiles(fold: Fold, record: Record) -> torch.Tensor:
-    tiles = torch.from_numpy(np.asarray(fold.pixels(record), dtype=np.float32) / 255)
-    mean = torch.tensor([0.485, 0.456, 0.406])
-    std = torch.tensor([0.229, 0.224, 0.225])
-    return ((tiles - mean) / std).permute(0, 3, 1, 2)
+    tiles = np.asarray(fold.pixels(record), dtype=np.float32) / 255
+    return torch.from_numpy((tiles - IMAGENET_MEAN) / IMAGENET_STD).permute(0, 3, 1, 2)
 
 
 def _tile_statistics(tiles: np.ndarray) -> np.ndarray:
