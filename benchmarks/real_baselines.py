@@ -48,20 +48,12 @@ from radpath.data.cache import ArrayCache
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor, load_cached
 from radpath.engine.config import TrainConfig, load_config
-from radpath.engine.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MAMMO_MEAN,
-    MAMMO_STD,
-    PatientBagDataset,
-    Unit,
-)
+from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, PatientBagDataset, Unit, tile_tensor
 from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_cpu_cv import SOURCES
-from real_data import REPO, RESULTS, real_manifest
+from real_data import MODALITY_SOURCES, REPO, RESULTS, real_manifest
 
 # Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
@@ -154,8 +146,7 @@ def tile_vit(fold: Fold, epochs: int = 10) -> np.ndarray:
 
 
 def _tiles(fold: Fold, record: Record) -> torch.Tensor:
-    tiles = np.asarray(fold.pixels(record), dtype=np.float32) / 255
-    return torch.from_numpy((tiles - IMAGENET_MEAN) / IMAGENET_STD).permute(0, 3, 1, 2)
+    return tile_tensor(fold.pixels(record))
 
 
 def _tile_statistics(tiles: np.ndarray) -> np.ndarray:
@@ -226,7 +217,7 @@ def folds_of(config: TrainConfig, modality: str, work: Path, seed: int) -> list[
         return load_cached(record, cache, preprocessor)["image"]
 
     folds = []
-    for _, manifest in cv_manifests(real_manifest(work, SOURCES[modality]), 3, seed=seed):
+    for _, manifest in cv_manifests(real_manifest(work, MODALITY_SOURCES[modality]), 3, seed=seed):
         units = {split: PatientBagDataset(manifest, config.data, split=split).units
                  for split in ("train", "val", "test")}
         folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed))

@@ -29,9 +29,7 @@ from radpath.engine.config import load_config
 from radpath.evaluation.crossval import run_cv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import REAL_SOURCES, REPO, RESULTS, real_manifest
-
-SOURCES = {"both": REAL_SOURCES, "mammo": ("mias",), "histo": ("ucsb", "breakhis")}
+from real_data import MODALITY_SOURCES, REPO, RESULTS, real_manifest
 
 
 def main() -> None:
@@ -39,7 +37,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-cv"))
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--algorithms", default="erm")
-    parser.add_argument("--modality", choices=tuple(SOURCES), default="both")
+    parser.add_argument("--modality", choices=tuple(MODALITY_SOURCES), default="both")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     config = load_config(REPO / "configs" / "real-cpu.yaml",
@@ -51,7 +49,7 @@ def main() -> None:
                else "one modality only, so no pairs.")
     started = time.perf_counter()
     out = args.work / f"cv{suffix}"
-    run_cv(config, real_manifest(args.work, SOURCES[args.modality]), out, k=args.folds,
+    run_cv(config, real_manifest(args.work, MODALITY_SOURCES[args.modality]), out, k=args.folds,
            algorithms=tuple(args.algorithms.split(",")), checkpoint="last")
     minutes = (time.perf_counter() - started) / 60
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 REAL_SOURCES = ("mias", "ucsb", "breakhis")
+MODALITY_SOURCES = {"both": REAL_SOURCES, "mammo": ("mias",), "histo": ("ucsb", "breakhis")}
 REAL_HOLDOUT = ("fatty", "fatty-glandular", "dense-glandular", "ytma10_010704", "400x")
 SYNTHETIC = SyntheticConfig(n_patients=120, mammo_size=256, tile_size=128, seed=7,
                             shortcut_agreement=(0.1, 0.95, 0.75), shortcut_noise=0.05)

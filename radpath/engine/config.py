@@ -82,18 +82,22 @@ class TrainConfig(_Strict):
                 if isinstance(backbone, dict) else None)
         if "patch_size" in data or name not in BACKBONES:
             return raw  # the other checks report what is wrong
-        return {**raw, "data": {**data, "patch_size": BACKBONES.get(name)()["patch_size"]}}
+        return {**raw, "data": {**data, "patch_size": _backbone_patch(name)}}
 
     @model_validator(mode="after")
     def _one_token_grid(self) -> TrainConfig:
         # Lesion maps are drawn on the data's grid and compared with the model's token
         # scores: different patch sizes would fail at the first step with a shape error.
-        patch = BACKBONES.get(self.model.backbone.name)()["patch_size"]
+        patch = _backbone_patch(self.model.backbone.name)
         if self.data.patch_size != patch:
             raise ValueError(f"data.patch_size ({self.data.patch_size}) must equal the patch "
                              f"size of model.backbone.name '{self.model.backbone.name}' "
                              f"({patch}); leave data.patch_size out to take the backbone's")
         return self
+
+
+def _backbone_patch(name: str) -> int:
+    return BACKBONES.get(name)()["patch_size"]
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:

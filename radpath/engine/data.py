@@ -359,8 +359,14 @@ class PatientBagDataset(Dataset):
             tiles = tiles[np.sort(keep)]
         if augment and rng is not None:
             tiles = np.stack([_augment_tile(t, rng, self.config) for t in tiles])
-        scaled = (tiles.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
+        return tile_tensor(tiles)
+
+
+def tile_tensor(tiles: np.ndarray) -> torch.Tensor:
+    """8-bit RGB tiles ``(N, h, w, 3)`` as the model reads them: ``(N, 3, h, w)``, ImageNet
+    normalised."""
+    scaled = (np.asarray(tiles).astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
 
 
 def _pad(tensors: Sequence[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,12 +41,11 @@ from radpath.data.preprocess import RecordPreprocessor
 from radpath.engine.batch import PAIRING_CODES, SIDE_CODES
 from radpath.engine.checkpoint import LoadedRun
 from radpath.engine.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MAMMO_MEAN,
     MAMMO_STD,
     collate_patients,
     interleave_ranks,
+    tile_tensor,
 )
 from radpath.errors import RadpathError
 from radpath.explain import render
@@ -236,9 +235,7 @@ def _batch(views: list[_View], tiles: list[_Tile], tile_size: int, grid: int,
            pairing: str) -> dict[str, Any]:
     mammo = np.stack([(v.image - MAMMO_MEAN) / MAMMO_STD for v in views])[:, None]
     if tiles:
-        scaled = (np.stack([t.image for t in tiles]).astype(np.float32) / 255.0
-                  - IMAGENET_MEAN) / IMAGENET_STD
-        histo = torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
+        histo = tile_tensor(np.stack([t.image for t in tiles]))
     else:
         histo = torch.zeros(0, 3, tile_size, tile_size)
     item = {
