@@ -1,7 +1,7 @@
 """Reference baselines on the same patient folds as benchmarks/real_cpu_cv.py.
 
     .venv/bin/python benchmarks/real_baselines.py --work /tmp/radpath-cv [--seeds 3]
-        [--modality mammo|histo]
+        [--modality mammo|histo] [--baseline NAME] [--group patient|batch]
 
 A recipe is only "better" than the floors the project was set if the floors are measured
 the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Four
@@ -21,6 +21,12 @@ scored on its held-out units:
 
 Seed ``s`` makes the folds of ``real_cpu_cv.py --set seed=s`` and seeds the baseline, so
 seed 0 sits next to the recipe's table. Output: benchmarks/results/real_baselines.md.
+
+``--group batch`` (H&E only) holds out one staining batch at a time instead: each UCSB scan
+date, and BreakHis as a whole (one laboratory; its domains are magnifications of the same
+patients). It asks whether a baseline's signal survives a staining batch it never saw, the
+domain-generalisation question colour statistics raise. Output:
+benchmarks/results/real_baselines_batch.md.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import MODALITY_SOURCES, REPO, RESULTS, real_manifest
+from real_data import FOLD_GROUPS, MODALITY_SOURCES, REPO, RESULTS, real_manifest
 
 # Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
@@ -203,25 +209,36 @@ def _dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return images.flip(-1) if torch.rand(1, generator=generator) < 0.5 else images
 
 
+FOLDS_TEXT = {
+    "patient": "3 patient-grouped folds (seed s gives the folds of "
+               "`benchmarks/real_cpu_cv.py --modality M --set seed=s`)",
+    "batch": "8 folds, each holding out one H&E staining batch (7 UCSB scan dates, BreakHis); "
+             "the seed seeds the baseline only",
+}
 BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features},
              "histo": {"colour-texture": colour_texture, "tile-vit": tile_vit}}
 
 
 # ---------------------------------------------------------------- protocol
-def folds_of(config: TrainConfig, modality: str, work: Path, seed: int) -> list[Fold]:
-    """The folds ``real_cpu_cv.py --modality MODALITY --set seed=SEED`` trains on."""
-    cache = ArrayCache(config.data.cache_dir)
-    preprocessor = RecordPreprocessor(config.data.preprocess)
-
-    def pixels(record: Record) -> np.ndarray:
-        return load_cached(record, cache, preprocessor)["image"]
-
+def folds_of(config: TrainConfig, modality: str, work: Path, seed: int, by: str = "patient"
+             ) -> list[Fold]:
+    """The folds ``real_cpu_cv.py --modality MODALITY --set seed=SEED [--group batch]``
+    trains on (its training and inner-validation units are a baseline's training units)."""
+    pixels = pixel_reader(config)
+    manifest = real_manifest(work, MODALITY_SOURCES[modality])
     folds = []
-    for _, manifest in cv_manifests(real_manifest(work, MODALITY_SOURCES[modality]), 3, seed=seed):
-        units = {split: PatientBagDataset(manifest, config.data, split=split).units
+    for _, fold in cv_manifests(manifest, 3, seed=seed, group_of=FOLD_GROUPS[by]):
+        units = {split: PatientBagDataset(fold, config.data, split=split).units
                  for split in ("train", "val", "test")}
         folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed))
     return folds
+
+
+def pixel_reader(config: TrainConfig) -> Callable[[Record], np.ndarray]:
+    """A record's preprocessed pixels, from the recipe's cache."""
+    cache = ArrayCache(config.data.cache_dir)
+    preprocessor = RecordPreprocessor(config.data.preprocess)
+    return lambda record: load_cached(record, cache, preprocessor)["image"]
 
 
 def pooled_auc(folds: list[Fold], baseline: Callable[[Fold], np.ndarray]) -> Estimate:
@@ -236,15 +253,27 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-cv"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--modality", choices=tuple(BASELINES), action="append")
+    parser.add_argument("--group", choices=tuple(FOLD_GROUPS), default="patient",
+                        help="patient-grouped 3-fold CV, or one H&E staining batch held out "
+                             "at a time (H&E only)")
+    parser.add_argument("--baseline", action="append",
+                        choices=[name for names in BASELINES.values() for name in names],
+                        help="run only these baselines (default: every one of the modality)")
     args = parser.parse_args()
+    modalities = args.modality or (("histo",) if args.group == "batch" else tuple(BASELINES))
+    if args.group == "batch" and modalities != ("histo",):
+        parser.error("--group batch holds out H&E staining batches: use it with histo only")
     config = load_config(REPO / "configs" / "real-cpu.yaml",
                          [f"data.cache_dir={args.work / 'cache'}"])
     started = time.perf_counter()
     lines = ["| modality | baseline | seed 0: pooled AUC [95% CI] | "
              f"mean ± sd over {args.seeds} seeds | per seed |", "|---|---|---|---|---|"]
-    for modality in args.modality or tuple(BASELINES):
-        folds = {s: folds_of(config, modality, args.work, s) for s in range(args.seeds)}
+    for modality in modalities:
+        folds = {s: folds_of(config, modality, args.work, s, args.group)
+                 for s in range(args.seeds)}
         for name, baseline in BASELINES[modality].items():
+            if args.baseline and name not in args.baseline:
+                continue
             estimates = [pooled_auc(folds[s], baseline) for s in range(args.seeds)]
             values = np.array([e.value for e in estimates])
             lines.append(f"| {modality} | {name} | {estimates[0]} | {values.mean():.3f} ± "
@@ -253,15 +282,15 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
     text = "\n".join([
-        "# Reference baselines on the real-cpu folds", "",
+        "# Reference baselines on the real-cpu folds" + (
+            ", one staining batch held out at a time" if args.group == "batch" else ""), "",
         f"Made by `{command}` in {minutes:.0f} min on {torch.get_num_threads()} CPU threads. "
         "AUC of malignancy (malignant vs rest) per unit, out-of-fold predictions pooled over "
-        "3 patient-grouped folds, 95% bootstrap CI; one modality at a time, so no pairs. "
-        "Seed s gives the folds of `benchmarks/real_cpu_cv.py --modality M --set seed=s`, "
-        "and the preprocessing of configs/real-cpu.yaml (the same cache).", "",
-        *lines, ""])
+        f"{FOLDS_TEXT[args.group]}, 95% bootstrap CI; one modality at a time, so no pairs. "
+        "The preprocessing of configs/real-cpu.yaml (the same cache).", "", *lines, ""])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "real_baselines.md").write_text(text)
+    suffix = "_batch" if args.group == "batch" else ""
+    (RESULTS / f"real_baselines{suffix}.md").write_text(text)
     print(text)
 
 

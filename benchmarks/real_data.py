@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from radpath.data.ingest import ingest
-from radpath.data.manifest import Manifest, read_manifest
+from radpath.data.manifest import Manifest, Record, read_manifest
 from radpath.data.pairing import pair_modalities
 from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 from radpath.engine.config import load_config
@@ -38,6 +38,17 @@ MODALITY_SOURCES = {"both": REAL_SOURCES, "mammo": ("mias",), "histo": ("ucsb", 
 REAL_HOLDOUT = ("fatty", "fatty-glandular", "dense-glandular", "ytma10_010704", "400x")
 SYNTHETIC = SyntheticConfig(n_patients=120, mammo_size=256, tile_size=128, seed=7,
                             shortcut_agreement=(0.1, 0.95, 0.75), shortcut_noise=0.05)
+
+
+def staining_batch(record: Record) -> str:
+    """The H&E staining batch of a record: a UCSB image's scan date (its domain); BreakHis is
+    one batch (one laboratory; its domains are magnifications of the same patients)."""
+    return record.source if record.source == "breakhis" else record.domain
+
+
+# How the cross-validation benchmarks fold: by patient (k folds), or one H&E staining batch
+# held out at a time (H&E only).
+FOLD_GROUPS = {"patient": None, "batch": staining_batch}
 
 
 def real_manifest(work: Path, sources: tuple[str, ...] = REAL_SOURCES) -> Manifest:

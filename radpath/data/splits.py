@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,6 +229,42 @@ def patient_folds(manifest: Manifest, k: int, *, seed: int = 0) -> list[Fold]:
         folds.append(Fold(f"fold-{index + 1}", Manifest(train, source=manifest.source),
                           Manifest(test, source=manifest.source)))
     return folds
+
+
+def group_folds(manifest: Manifest, group_of: Callable[[Record], str]) -> list[Fold]:
+    """One fold per group: its units tested, every other unit trained on.
+
+    Unlike :func:`lodo_folds`, every unit is tested exactly once, so the out-of-fold
+    predictions pool like k-fold cross-validation's: a pooled leave-one-group-out score over
+    the whole cohort (e.g. grouped by staining batch), rather than one small score per group.
+
+    Args:
+        manifest: the records to fold (their ``split`` is ignored).
+        group_of: the group of a record; every record of a unit must share it.
+
+    Returns:
+        Folds named and sorted by group.
+
+    Raises:
+        RadpathError: if a unit's records fall in two groups (naming it and them), or if
+            there are fewer than 2 groups.
+    """
+    group_of_unit: dict[str, str] = {}
+    for unit, records in _units(manifest).items():
+        groups = sorted({group_of(r) for r in records})
+        if len(groups) > 1:
+            raise RadpathError(f"unit {unit} has records in groups {', '.join(groups)}: "
+                               "a group must hold whole patients")
+        group_of_unit[unit] = groups[0]
+    groups = sorted(set(group_of_unit.values()))
+    if len(groups) < 2:
+        raise RadpathError(f"leave-one-group-out needs at least 2 groups; found {groups}")
+    return [Fold(group,
+                 Manifest([r for r in manifest if group_of_unit[_unit_of(r)] != group],
+                          source=manifest.source),
+                 Manifest([r for r in manifest if group_of_unit[_unit_of(r)] == group],
+                          source=manifest.source))
+            for group in groups]
 
 
 def lodo_folds(manifest: Manifest, column: str = "domain") -> list[Fold]:

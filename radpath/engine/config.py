@@ -25,13 +25,15 @@ class _Strict(BaseModel):
 
 
 class OptimConfig(_Strict):
-    """Optimiser and schedule: AdamW, linear warm-up, cosine decay."""
+    """Optimiser and schedule: AdamW, linear warm-up, then cosine decay or a constant rate."""
 
     lr: float = Field(3e-4, gt=0)
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone lr = lr * this")
     weight_decay: float = Field(0.05, ge=0)
     epochs: int = Field(10, ge=1)
     warmup_epochs: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="after warm-up: cosine decay to zero, or hold the rate")
     accumulate_grad_batches: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -95,7 +96,8 @@ class RadpathModule(L.LightningModule):
             optimizer = _split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(total * self.optim.warmup_epochs / self.optim.epochs)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, total))
+        factor = lr_factor(warmup, total, decay=self.optim.schedule == "cosine")
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -132,10 +134,14 @@ def validation_aucs(merged: dict[str, Tensor]) -> dict[str, Any]:
     return results
 
 
-def _warmup_cosine(warmup: int, total: int):
+def lr_factor(warmup: int, total: int, *, decay: bool) -> Callable[[int], float]:
+    """The learning-rate multiplier at each step: linear warm-up, then cosine or constant."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if not decay:
+            return 1.0
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from radpath.atomic import atomic_path
-from radpath.data.manifest import Manifest, write_manifest
+from radpath.data.manifest import Manifest, Record, write_manifest
 from radpath.data.pairing import pairing_mode
-from radpath.data.splits import check_leakage, patient_folds, split_patients
+from radpath.data.splits import check_leakage, group_folds, patient_folds, split_patients
 from radpath.data.workflow import paired
 from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig
@@ -50,13 +50,19 @@ class FoldPredictions:
     val: UnitPredictions
 
 
-def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0,
-                 val_fraction: float = 0.15) -> list[tuple[str, Manifest]]:
+def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: float = 0.15,
+                 group_of: Callable[[Record], str] | None = None
+                 ) -> list[tuple[str, Manifest]]:
     """One manifest per fold: its held-out units as ``test``, the rest split by patient
-    into ``train`` and ``val`` (``val_fraction`` of them). Pairs unpaired manifests first."""
+    into ``train`` and ``val`` (``val_fraction`` of them). Pairs unpaired manifests first.
+
+    The folds are ``k`` patient-grouped folds, or with ``group_of`` one fold per group of
+    records (:func:`radpath.data.splits.group_folds`; ``k`` is then unused)."""
     manifest = paired(manifest, seed=seed)
     folds = []
-    for fold in patient_folds(manifest, k, seed=seed):
+    splits = (patient_folds(manifest, k, seed=seed) if group_of is None
+              else group_folds(manifest, group_of))
+    for fold in splits:
         inner = split_patients(fold.train, fractions=(1 - val_fraction, val_fraction),
                                seed=seed, names=("train", "val"))
         held_out = [r.with_(split="test") for r in fold.test]
@@ -69,11 +75,13 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0,
 def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int = 3,
            algorithms: Sequence[str] = ("erm",), val_fraction: float = 0.15,
            checkpoint: str = "best", workers: int | None = None,
-           n_boot: int = 1000) -> list[dict[str, Any]]:
+           n_boot: int = 1000, group_of: Callable[[Record], str] | None = None,
+           ) -> list[dict[str, Any]]:
     """Train every algorithm on every fold; score the pooled out-of-fold predictions.
 
     ``checkpoint`` is ``best`` (on the fold's inner validation split) or ``last``: with
     an inner validation split of a handful of units, ``best`` is close to a random epoch.
+    ``group_of`` folds by group instead of by patient (see :func:`cv_manifests`).
 
     Writes ``cv.json`` (every metric row, pooled and per fold), ``cv.md`` (the summary
     table), and per algorithm ``<algorithm>/report.html`` and ``predictions.csv``.
@@ -81,7 +89,8 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
     if checkpoint not in ("best", "last"):
         raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     out = Path(out)
-    folds = cv_manifests(manifest, k, seed=config.seed, val_fraction=val_fraction)
+    folds = cv_manifests(manifest, k, seed=config.seed, val_fraction=val_fraction,
+                         group_of=group_of)
     config = _grades_of_cohort(config, manifest)
     results: dict[str, list[FoldPredictions]] = {name: [] for name in algorithms}
     for name, fold_manifest in folds:
@@ -92,8 +101,10 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
             run_dir = out / name / algorithm
             train(settings, [fold_csv], run_dir, workers=workers)
             results[algorithm].append(_predict_fold(name, run_dir, fold_manifest, checkpoint))
-    context = {"protocol": f"{k}-fold cross-validation by patient, out-of-fold predictions "
-                           f"pooled", "pairing": pairing_mode(folds[0][1]),
+    scheme = (f"{k}-fold cross-validation by patient" if group_of is None
+              else f"leave-one-group-out over {len(folds)} groups")
+    context = {"protocol": f"{scheme}, out-of-fold predictions pooled",
+               "pairing": pairing_mode(folds[0][1]),
                "checkpoint": ("best on each fold's inner validation split"
                               if checkpoint == "best" else "last epoch"),
                "confidence intervals": "95%, bootstrap over units"}

@@ -11,6 +11,7 @@ from radpath.data.pairing import pair_modalities
 from radpath.data.splits import (
     LeakageError,
     check_leakage,
+    group_folds,
     lodo_folds,
     patient_folds,
     split_patients,
@@ -140,6 +141,28 @@ def _unit_folds(folds) -> dict[str, set[str]]:
         for record in fold.test:
             tested[record.patient_id].add(fold.name)
     return tested
+
+
+def test_group_folds_hold_out_each_group_once_and_test_every_patient_once() -> None:
+    manifest = _cohort(30, 2)
+    folds = group_folds(manifest, lambda record: record.domain)
+    assert [f.name for f in folds] == ["site-0", "site-1", "site-2"]
+    for fold in folds:
+        assert {r.domain for r in fold.test} == {fold.name}
+        assert fold.name not in {r.domain for r in fold.train}
+        assert len(fold.train) + len(fold.test) == len(manifest)
+    tested = _unit_folds(folds)
+    assert set(tested) == {r.patient_id for r in manifest}
+    assert all(len(names) == 1 for names in tested.values())
+
+
+def test_group_folds_refuse_a_patient_in_two_groups_and_a_single_group() -> None:
+    manifest = _cohort(6, 2)
+    straddler = manifest.records[0].with_(image_id="p000-extra", domain="site-1")
+    with pytest.raises(RadpathError, match="p000 has records in groups site-0, site-1"):
+        group_folds(Manifest([*manifest.records, straddler]), lambda record: record.domain)
+    with pytest.raises(RadpathError, match="at least 2 groups"):
+        group_folds(manifest, lambda record: "one")
 
 
 def test_cross_validation_tests_every_patient_exactly_once() -> None:

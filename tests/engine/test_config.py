@@ -1,4 +1,5 @@
-"""The shipped configs validate, and settings that must agree across sections do."""
+"""The shipped configs validate, settings that must agree across sections do, and the
+learning-rate schedule has the shape it says."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from radpath.engine.config import load_config
+from radpath.engine.module import lr_factor
 from radpath.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,3 +35,12 @@ def test_patch_size_defaults_to_the_backbones(backbone, patch):
 def test_a_patch_size_the_backbone_does_not_have_is_refused():
     with pytest.raises(ConfigError, match=r"data\.patch_size \(16\).*vit_test.*\(8\)"):
         load_config(REPO / "configs" / "tiny.yaml", ["data.patch_size=16"])
+
+
+def test_lr_factor_warms_up_then_decays_or_holds():
+    cosine = lr_factor(warmup=4, total=14, decay=True)
+    constant = lr_factor(warmup=4, total=14, decay=False)
+    assert [cosine(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert [constant(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine(4) == 1.0 and cosine(9) == pytest.approx(0.5) and cosine(14) == pytest.approx(0.0)
+    assert [constant(s) for s in (4, 9, 14)] == [1.0, 1.0, 1.0]

@@ -2,11 +2,12 @@
 
 import csv
 import json
+import zlib
 
 import pytest
 
 from radpath.data.manifest import read_manifest
-from radpath.errors import ConfigError
+from radpath.errors import ConfigError, RadpathError
 from radpath.evaluation.crossval import cv_manifests, run_cv
 
 
@@ -24,6 +25,28 @@ def test_every_unit_is_held_out_once_and_never_trained_on(tiny_manifest) -> None
                 held_out.setdefault(record.image_id, []).append(name)
     assert set(held_out) == {r.image_id for r in manifest}
     assert all(len(names) == 1 for names in held_out.values())
+
+
+def test_grouped_folds_hold_out_each_group_once(tiny_manifest) -> None:
+    manifest = read_manifest(tiny_manifest)
+
+    def half(record) -> str:  # constant within a unit: a pair shares its pair_id
+        return str(zlib.crc32((record.pair_id or record.patient_id).encode()) % 2)
+
+    folds = cv_manifests(manifest, 3, group_of=half)
+    assert [name for name, _ in folds] == ["0", "1"]
+    tested = []
+    for name, fold in folds:
+        assert {half(r) for r in fold if r.split == "test"} == {name}
+        assert {half(r) for r in fold if r.split != "test"} == {str(1 - int(name))}
+        tested += [r.image_id for r in fold if r.split == "test"]
+    assert sorted(tested) == sorted(r.image_id for r in manifest)
+
+
+def test_grouped_folds_refuse_a_pseudo_pair_across_groups(tiny_manifest) -> None:
+    # The tiny cohort pseudo-pairs some H&E of site-a with mammograms of another site.
+    with pytest.raises(RadpathError, match="has records in groups"):
+        cv_manifests(read_manifest(tiny_manifest), 3, group_of=lambda record: record.domain)
 
 
 def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) -> None:
