@@ -66,6 +66,21 @@ def test_benchmark_cross_validation_command(tiny_manifest, tmp_path):
     assert refused.exit_code != 0 and "--protocol lodo" in str(refused.exception)
 
 
+def test_benchmark_cross_validation_by_column(tiny_manifest, tmp_path):
+    common = ["benchmark", "--protocol", "cv", "--algorithms", "erm", "--manifest",
+              str(tiny_manifest), "--config", str(REPO_ROOT / "configs" / "tiny.yaml"),
+              "--set", "optim.epochs=1", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+              "--workers", "1"]
+    # The tiny cohort's split column holds whole units (pairs are split together).
+    result = runner.invoke(app, [*common, "--group", "split", "--out", str(tmp_path / "cv")])
+    assert result.exit_code == 0, result.output
+    assert "leave-one-group-out over 2 groups" in result.output
+    for column, message in (("colour", "not a manifest column"),
+                            ("domain", "has records in groups")):
+        refused = runner.invoke(app, [*common, "--group", column, "--out", str(tmp_path)])
+        assert refused.exit_code != 0 and message in str(refused.exception), column
+
+
 def test_evaluate_command_prints_auc_and_localisation(tiny_run, tiny_manifest, tmp_path):
     result = runner.invoke(app, ["evaluate", "--run", str(tiny_run), "--manifest",
                                  str(tiny_manifest), "--out", str(tmp_path / "eval"),

@@ -3,11 +3,15 @@ test-time adaptations) or by patient-grouped k-fold cross-validation."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from radpath.data.manifest import Record
 
 console = Console(stderr=True)
 
@@ -19,6 +23,10 @@ def benchmark(
     protocol: Annotated[str, typer.Option(help="lodo (leave-one-domain-out) or cv (k-fold "
                                                "cross-validation by patient).")] = "lodo",
     folds: Annotated[int, typer.Option(help="Folds of --protocol cv.")] = 3,
+    group: Annotated[str, typer.Option(help="--protocol cv only: one fold per value of this "
+                                            "manifest column (e.g. domain) instead of "
+                                            "--folds folds by patient; every unit is still "
+                                            "tested once and the predictions pooled.")] = "",
     checkpoint: Annotated[str, typer.Option(help="best or last: the weights --protocol cv "
                                                  "predicts with.")] = "best",
     algorithms: Annotated[str, typer.Option(help="Comma-separated algorithms.")] = "erm,paper",
@@ -41,6 +49,8 @@ def benchmark(
     if protocol not in ("lodo", "cv"):
         raise ConfigError(f"--protocol: 'lodo' or 'cv' (a held-out test is 'radpath evaluate "
                           f"--split test'); got {protocol!r}")
+    if group and protocol != "cv":
+        raise ConfigError("--group belongs to --protocol cv (lodo folds by --column)")
     if protocol == "cv" and (adapt != "none" or holdout):
         raise ConfigError("--adapt and --holdout belong to --protocol lodo; cross-validation "
                           "tests in-distribution held-out patients")
@@ -48,12 +58,24 @@ def benchmark(
     records = combine([read_manifest(path) for path in manifest])
     if protocol == "cv":
         run_cv(settings, records, out, k=folds, algorithms=_names(algorithms),
-               checkpoint=checkpoint, workers=workers)
+               checkpoint=checkpoint, workers=workers, group_of=_column_reader(group))
     else:
         run_lodo(settings, records, out, algorithms=_names(algorithms),
                  adaptations=_names(adapt), column=column, holdout=_names(holdout),
                  workers=workers)
     console.print((out / f"{protocol}.md").read_text())
+
+
+def _column_reader(column: str) -> Callable[[Record], str] | None:
+    """The value of a manifest column, as a fold's group; None for no column."""
+    from radpath.data.manifest import record_fields
+    from radpath.errors import ConfigError
+
+    if not column:
+        return None
+    if column not in record_fields() or column == "lesions":
+        raise ConfigError(f"--group: {column!r} is not a manifest column")
+    return lambda record: str(getattr(record, column))
 
 
 def _names(text: str) -> list[str]:

@@ -246,12 +246,14 @@ def group_folds(manifest: Manifest, group_of: Callable[[Record], str]) -> list[F
         Folds named and sorted by group.
 
     Raises:
-        RadpathError: if a unit's records fall in two groups (naming it and them), or if
-            there are fewer than 2 groups.
+        RadpathError: if a unit's records fall in two groups (naming it and them) or in
+            none (an empty group), or if there are fewer than 2 groups.
     """
     group_of_unit: dict[str, str] = {}
     for unit, records in _units(manifest).items():
         groups = sorted({group_of(r) for r in records})
+        if "" in groups:
+            raise RadpathError(f"unit {unit} has a record without a group (an empty value)")
         if len(groups) > 1:
             raise RadpathError(f"unit {unit} has records in groups {', '.join(groups)}: "
                                "a group must hold whole patients")

@@ -163,6 +163,8 @@ def test_group_folds_refuse_a_patient_in_two_groups_and_a_single_group() -> None
         group_folds(Manifest([*manifest.records, straddler]), lambda record: record.domain)
     with pytest.raises(RadpathError, match="at least 2 groups"):
         group_folds(manifest, lambda record: "one")
+    with pytest.raises(RadpathError, match="p000 has a record without a group"):
+        group_folds(manifest, lambda record: "" if record.patient_id == "p000" else "a")
 
 
 def test_cross_validation_tests_every_patient_exactly_once() -> None:
