@@ -267,7 +267,8 @@ def main() -> None:
                          [f"data.cache_dir={args.work / 'cache'}"])
     started = time.perf_counter()
     lines = ["| modality | baseline | seed 0: pooled AUC [95% CI] | "
-             f"mean ± sd over {args.seeds} seeds | per seed |", "|---|---|---|---|---|"]
+             f"mean ± sd over {args.seeds} seed{'s' * (args.seeds > 1)} | per seed |",
+             "|---|---|---|---|---|"]
     for modality in modalities:
         folds = {s: folds_of(config, modality, args.work, s, args.group)
                  for s in range(args.seeds)}
