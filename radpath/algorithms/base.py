@@ -82,9 +82,6 @@ class Algorithm(nn.Module):
         }
         if weights.histo_tiles > 0 and "histo_tile_logit" in out:
             tiles = batch["histo_mask"].bool() & (known & batch["has_histo"])[:, None]
-            if weights.histo_tiles_top < 1.0:
-                tiles = tiles & ~least_suspicious(out["histo_tile_logit"], tiles, target > 0.5,
-                                                  keep=weights.histo_tiles_top)
             tile_target = target[:, None].expand_as(out["histo_tile_logit"])
             terms["histo_tile_bce"] = (weights.histo_tiles, masked_bce(
                 out["histo_tile_logit"], tile_target, tiles))
@@ -164,17 +161,6 @@ class Algorithm(nn.Module):
         self._optimizer.step()
         self.after_step()
         return logs
-
-
-def least_suspicious(tile_logits: Tensor, tiles: Tensor, malignant: Tensor, *, keep: float
-                     ) -> Tensor:
-    """``(B, T)`` True at the valid tiles of malignant units outside the ``keep`` share (at
-    least one tile) with the highest logits: the tiles a top-k tile loss leaves unlabelled."""
-    count = tiles.sum(dim=1)
-    kept = torch.ceil(count.to(tile_logits.dtype) * keep).clamp(min=1)
-    scores = tile_logits.detach().masked_fill(~tiles, float("-inf"))
-    rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
-    return tiles & malignant[:, None] & (rank >= kept[:, None])
 
 
 def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:

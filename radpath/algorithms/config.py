@@ -17,10 +17,7 @@ class LossWeights(_Strict):
     ``histo_tiles`` weighs a tile-level loss: every H&E tile, through the histology head,
     against its unit's label. H&E images of these cohorts are regions of interest whose
     tiles mostly share the image's diagnosis, so each tile is a (noisy) labelled example:
-    many more than one per bag, which a small cohort needs. ``histo_tiles_top`` below 1
-    labels only that share of a malignant unit's tiles, its most suspicious ones (a top-k
-    multiple-instance loss: a malignant image may hold benign tissue); a benign unit's tiles
-    are all labelled benign.
+    many more than one per bag, which a small cohort needs.
     """
 
     mammo: float = Field(1.0, ge=0)
@@ -30,7 +27,6 @@ class LossWeights(_Strict):
     localisation: float = Field(0.5, ge=0)
     contrastive: float = Field(0.5, ge=0)
     histo_tiles: float = Field(0.0, ge=0)
-    histo_tiles_top: float = Field(1.0, gt=0, le=1)
 
 
 class IrmSettings(_Strict):

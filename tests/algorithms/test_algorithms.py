@@ -215,19 +215,3 @@ def test_tile_loss_is_the_bce_of_every_valid_tile_against_its_unit_label() -> No
     assert weight == 2.0
     torch.testing.assert_close(value, expected)
     assert "histo_tile_bce" not in tiny_algorithm("erm").supervised_terms(out, batch)
-
-
-def test_top_k_tile_loss_leaves_the_least_suspicious_malignant_tiles_out() -> None:
-    from radpath.algorithms.base import least_suspicious
-
-    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0], [0.0, 5.0, 1.0, 9.0], [1.0, 2.0, 0.0, 7.0]])
-    tiles = torch.tensor([[True, True, True, True], [True, True, True, False],
-                          [True, True, True, True]])
-    malignant = torch.tensor([True, True, False])
-    left_out = least_suspicious(logits, tiles, malignant, keep=0.5)
-    # Unit 0 keeps its 2 highest of 4; unit 1 keeps ceil(1.5) = 2 of its 3 valid tiles (the
-    # padded tile, however high, is never counted); benign unit 2 keeps every tile.
-    assert left_out.tolist() == [[False, True, False, True], [True, False, False, False],
-                                 [False] * 4]
-    assert not least_suspicious(logits, tiles, malignant, keep=1.0).any()
-    assert least_suspicious(logits, tiles, malignant, keep=0.01).sum(dim=1).tolist() == [3, 2, 0]
