@@ -3,15 +3,11 @@ test-time adaptations) or by patient-grouped k-fold cross-validation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
-
-if TYPE_CHECKING:
-    from radpath.data.manifest import Record
 
 console = Console(stderr=True)
 
@@ -40,6 +36,7 @@ def benchmark(
 ) -> None:
     """Train each algorithm per fold; write lodo.md / cv.md and .json with CIs and DeLong p."""
     from radpath.data.manifest import read_manifest
+    from radpath.data.splits import manifest_column
     from radpath.data.workflow import combine
     from radpath.engine.config import load_config
     from radpath.errors import ConfigError
@@ -58,24 +55,13 @@ def benchmark(
     records = combine([read_manifest(path) for path in manifest])
     if protocol == "cv":
         run_cv(settings, records, out, k=folds, algorithms=_names(algorithms),
-               checkpoint=checkpoint, workers=workers, group_of=_column_reader(group))
+               checkpoint=checkpoint, workers=workers,
+               group_of=manifest_column(group) if group else None)
     else:
         run_lodo(settings, records, out, algorithms=_names(algorithms),
                  adaptations=_names(adapt), column=column, holdout=_names(holdout),
                  workers=workers)
     console.print((out / f"{protocol}.md").read_text())
-
-
-def _column_reader(column: str) -> Callable[[Record], str] | None:
-    """The value of a manifest column, as a fold's group; None for no column."""
-    from radpath.data.manifest import record_fields
-    from radpath.errors import ConfigError
-
-    if not column:
-        return None
-    if column not in record_fields() or column == "lesions":
-        raise ConfigError(f"--group: {column!r} is not a manifest column")
-    return lambda record: str(getattr(record, column))
 
 
 def _names(text: str) -> list[str]:

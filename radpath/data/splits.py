@@ -269,6 +269,17 @@ def group_folds(manifest: Manifest, group_of: Callable[[Record], str]) -> list[F
             for group in groups]
 
 
+def manifest_column(column: str) -> Callable[[Record], str]:
+    """A record's value in a text column of the manifest, e.g. to group folds by.
+
+    Raises:
+        RadpathError: if ``column`` is not such a column (``lesions`` holds a list).
+    """
+    if column not in record_fields() or column == "lesions":
+        raise RadpathError(f"{column!r} is not a manifest column")
+    return lambda record: str(getattr(record, column))
+
+
 def lodo_folds(manifest: Manifest, column: str = "domain") -> list[Fold]:
     """Leave-one-domain-out folds: one per distinct non-empty value of ``column``.
 
@@ -289,9 +300,8 @@ def lodo_folds(manifest: Manifest, column: str = "domain") -> list[Fold]:
         RadpathError: if ``column`` is not a manifest column or has fewer than 2 distinct
             non-empty values.
     """
-    if column not in record_fields() or column == "lesions":
-        raise RadpathError(f"lodo_folds: {column!r} is not a manifest column")
-    values = sorted({str(getattr(r, column)) for r in manifest} - {""})
+    value_of = manifest_column(column)
+    values = sorted({value_of(r) for r in manifest} - {""})
     if len(values) < 2:
         raise RadpathError(f"leave-one-domain-out needs at least 2 distinct values in column "
                            f"'{column}'; found {len(values)} ({', '.join(values) or 'none'})")
