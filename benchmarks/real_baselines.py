@@ -59,7 +59,15 @@ from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import FOLD_GROUPS, MODALITY_SOURCES, REPO, RESULTS, real_manifest
+from real_data import (
+    FOLD_GROUPS,
+    MODALITY_SOURCES,
+    REPO,
+    RESULTS,
+    add_group_option,
+    check_group,
+    real_manifest,
+)
 
 # Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
@@ -253,16 +261,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-cv"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--modality", choices=tuple(BASELINES), action="append")
-    parser.add_argument("--group", choices=tuple(FOLD_GROUPS), default="patient",
-                        help="patient-grouped 3-fold CV, or one H&E staining batch held out "
-                             "at a time (H&E only)")
+    add_group_option(parser)
     parser.add_argument("--baseline", action="append",
                         choices=[name for names in BASELINES.values() for name in names],
                         help="run only these baselines (default: every one of the modality)")
     args = parser.parse_args()
     modalities = args.modality or (("histo",) if args.group == "batch" else tuple(BASELINES))
-    if args.group == "batch" and modalities != ("histo",):
-        parser.error("--group batch holds out H&E staining batches: use it with histo only")
+    suffix = check_group(parser, args.group, modalities)
     config = load_config(REPO / "configs" / "real-cpu.yaml",
                          [f"data.cache_dir={args.work / 'cache'}"])
     started = time.perf_counter()
@@ -290,7 +295,6 @@ def main() -> None:
         f"{FOLDS_TEXT[args.group]}, 95% bootstrap CI; one modality at a time, so no pairs. "
         "The preprocessing of configs/real-cpu.yaml (the same cache).", "", *lines, ""])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "_batch" if args.group == "batch" else ""
     (RESULTS / f"real_baselines{suffix}.md").write_text(text)
     print(text)
 

@@ -33,7 +33,15 @@ from radpath.engine.config import load_config
 from radpath.evaluation.crossval import run_cv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import FOLD_GROUPS, MODALITY_SOURCES, REPO, RESULTS, real_manifest
+from real_data import (
+    FOLD_GROUPS,
+    MODALITY_SOURCES,
+    REPO,
+    RESULTS,
+    add_group_option,
+    check_group,
+    real_manifest,
+)
 
 
 def main() -> None:
@@ -43,20 +51,17 @@ def main() -> None:
     parser.add_argument("--algorithms", default="erm")
     parser.add_argument("--modality", choices=tuple(MODALITY_SOURCES), default="both")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--group", choices=tuple(FOLD_GROUPS), default="patient",
-                        help="patient-grouped k-fold CV, or one H&E staining batch held out "
-                             "at a time (--modality histo only)")
+    add_group_option(parser)
     parser.add_argument("--table", type=Path, default=None,
                         help="where the table goes (default: benchmarks/results/"
                              "real_cpu_cv[_MODALITY].md); set it for experiments")
     args = parser.parse_args()
-    if args.group == "batch" and args.modality != "histo":
-        parser.error("--group batch holds out H&E staining batches: use --modality histo")
+    group_suffix = check_group(parser, args.group, (args.modality,))
     config = load_config(REPO / "configs" / "real-cpu.yaml",
                          [f"data.cache_dir={args.work / 'cache'}", "trainer.progress_bar=false",
                           *args.overrides])
     both = args.modality == "both"
-    suffix = ("" if both else f"_{args.modality}") + ("_batch" if args.group == "batch" else "")
+    suffix = ("" if both else f"_{args.modality}") + group_suffix
     pairing = ("pseudo-pairs are label-matched units of different patients." if both
                else "one modality only, so no pairs.")
     started = time.perf_counter()

@@ -51,6 +51,21 @@ def staining_batch(record: Record) -> str:
 FOLD_GROUPS = {"patient": None, "batch": staining_batch}
 
 
+def add_group_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--group patient|batch`` option of the cross-validation benchmarks."""
+    parser.add_argument("--group", choices=tuple(FOLD_GROUPS), default="patient",
+                        help="patient-grouped folds, or one H&E staining batch held out at a "
+                             "time (H&E only)")
+
+
+def check_group(parser: argparse.ArgumentParser, group: str, modalities: tuple[str, ...]
+                ) -> str:
+    """Refuse ``--group batch`` unless only H&E is used; the result files' suffix."""
+    if group == "batch" and tuple(modalities) != ("histo",):
+        parser.error("--group batch holds out H&E staining batches: use it with histo only")
+    return "_batch" if group == "batch" else ""
+
+
 def real_manifest(work: Path, sources: tuple[str, ...] = REAL_SOURCES) -> Manifest:
     """The ``sources`` (default: MIAS, UCSB and BreakHis), ingested from ../shared/data and
     pseudo-paired (with one modality only, every record stays unpaired)."""
