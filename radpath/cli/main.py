@@ -43,12 +43,14 @@ def _register_commands() -> None:
         demo_command,
         evaluate_command,
         explain_command,
+        pretrain_command,
         serve_command,
         train_command,
     )
 
     data_commands.register(app)
     train_command.register(app)
+    pretrain_command.register(app)
     evaluate_command.register(app)
     benchmark_command.register(app)
     explain_command.register(app)

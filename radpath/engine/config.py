@@ -38,6 +38,29 @@ class OptimConfig(_Strict):
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
 
 
+class PretrainConfig(_Strict):
+    """Masked image modelling before (or instead of) supervised training.
+
+    Attributes:
+        epochs: passes over the pretraining images; 0 switches pretraining off.
+        lr: AdamW peak learning rate (linear warm-up, then cosine decay).
+        weight_decay: AdamW weight decay.
+        warmup_epochs: epochs of linear warm-up.
+        mask_ratio: fraction of each image's patches masked.
+        mask_block: masks are drawn in blocks of this many patches a side.
+        tiles: H&E tiles drawn per unit and epoch; ``None`` takes every cached tile
+            (``data.preprocess.max_tiles``): pretraining wants many images, not bags.
+    """
+
+    epochs: int = Field(0, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    mask_ratio: float = Field(0.5, gt=0, lt=1)
+    mask_block: int = Field(2, ge=1)
+    tiles: int | None = Field(None, ge=1)
+
+
 class TrainerConfig(_Strict):
     """Where and how Lightning runs."""
 
@@ -52,6 +75,12 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
     val_every_n_epochs: int = Field(1, ge=1)
     limit_train_batches: float | int = 1.0
+
+    @property
+    def lightning_strategy(self) -> str:
+        """``strategy`` as Lightning takes it: ``ddp`` finds unused parameters, because a
+        batch may lack a modality and leave its adapter (or mask token) unused."""
+        return "ddp_find_unused_parameters_true" if self.strategy == "ddp" else self.strategy
 
 
 class SplitConfig(_Strict):
@@ -68,6 +97,7 @@ class TrainConfig(_Strict):
     data: DataConfig = DataConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
     optim: OptimConfig = OptimConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     trainer: TrainerConfig = TrainerConfig()
     split: SplitConfig = SplitConfig()
 

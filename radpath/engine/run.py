@@ -3,7 +3,8 @@
 The run folder holds ``config.yaml`` (the resolved config), ``run.json`` (commit, package
 versions, manifest hashes, pairing mode, seed, device, timings, final validation metrics),
 ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (written atomically by Lightning),
-and TensorBoard logs under ``tensorboard/``.
+and TensorBoard logs under ``tensorboard/`` (``tensorboard/pretrain`` for the
+self-supervised pretraining that ``pretrain.epochs`` switches on).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, dump_config
 from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.module import NonFiniteLossError, RadpathModule
+from radpath.engine.pretrain import pretrain_backbone
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.engine.sampler import BalancedUnitSampler
 from radpath.errors import RadpathError
@@ -107,8 +109,12 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
     train_loader, val_loader = make_loaders(manifest, config)
     train_set = train_loader.dataset
     algorithm = build_algorithm(config, train_set.domains, train_set.num_grades)
+    # A resumed run's checkpoint already holds the pretrained (and further trained) weights.
+    pretrained = (pretrain_backbone(algorithm.model, manifest, config, out)
+                  if config.pretrain.epochs and not resume else None)
     module = RadpathModule(algorithm, config.optim, seed=config.seed)
     record = _initial_record(config, manifest, manifests, train_set, algorithm)
+    record["pretrain"] = pretrained.as_dict() if pretrained else None
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
     write_json({**record, "status": "running"}, out / "run.json")
@@ -150,13 +156,10 @@ def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Tra
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=True))
-    strategy = settings.strategy
-    if strategy == "ddp":
-        # Batches may lack a modality, leaving its adapter unused in that step.
-        strategy = "ddp_find_unused_parameters_true"
     return L.Trainer(
         accelerator=settings.accelerator, devices=settings.devices, num_nodes=settings.num_nodes,
-        strategy=strategy, precision=settings.precision, deterministic=settings.deterministic,
+        strategy=settings.lightning_strategy, precision=settings.precision,
+        deterministic=settings.deterministic,
         max_epochs=config.optim.epochs,
         accumulate_grad_batches=config.optim.accumulate_grad_batches,
         gradient_clip_val=config.optim.grad_clip or None, callbacks=callbacks,

@@ -197,7 +197,8 @@ class SharedBackbone(nn.Module):
         return tuple(self.patch_embed[modality].dynamic_feat_size(tuple(img_hw)))
 
     def forward_tokens(self, x: Tensor, modality: str, *, domains: Tensor | None = None,
-                       mixstyle: nn.Module | None = None) -> Tensor:
+                       mixstyle: nn.Module | None = None,
+                       masking: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """All tokens after the final norm, CLS first: ``(B, 1 + gh * gw, D)``.
 
         Mirrors timm's ``VisionTransformer.forward_features`` with the modality's patch
@@ -209,6 +210,9 @@ class SharedBackbone(nn.Module):
             modality: ``"mammo"`` or ``"histo"``.
             domains: domain index of each image, passed on to ``mixstyle``.
             mixstyle: a module called as ``mixstyle(tokens, domains)``; None skips it.
+            masking: ``(masked, token)``: patches where ``masked`` ``(B, gh, gw)`` is True
+                enter the blocks as ``token`` ``(D,)`` instead of their embedding (masked
+                image modelling, :mod:`radpath.models.masked`).
         """
         vit = self.trunk(modality)
         if x.ndim != 4 or x.shape[1] != IN_CHANS[modality]:
@@ -216,6 +220,9 @@ class SharedBackbone(nn.Module):
                              f"got {tuple(x.shape)}")
         self._select_lora(vit, modality)
         x = self.patch_embed[modality](x)
+        if masking is not None:
+            masked, token = masking
+            x = torch.where(masked[..., None], token.to(x), x)
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
         for index, block in enumerate(vit.blocks):
             x = block(x)

@@ -1,0 +1,87 @@
+"""Self-supervised pretraining: inside a training run, and on its own (`radpath pretrain`)."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from radpath.cli.main import _register_commands, app
+from radpath.data.manifest import read_manifest, write_manifest
+from radpath.engine.data import PatientBagDataset
+from radpath.engine.run import train
+from radpath.errors import RadpathError
+from radpath.models.backbone import BackboneConfig, SharedBackbone
+from tests.engine.conftest import REPO
+
+runner = CliRunner()
+_register_commands()
+
+
+def _images_per_epoch(manifest_path, config, split):
+    data = config.data.model_copy(update={"max_tiles": config.data.preprocess.max_tiles})
+    dataset = PatientBagDataset(read_manifest(manifest_path), data, split=split)
+    items = [dataset[i] for i in range(len(dataset))]
+    return {"mammo": sum(len(i["mammo"]) for i in items),
+            "histo": sum(len(i["histo"]) for i in items)}
+
+
+def test_training_run_pretrains_on_its_training_split_only(tiny_manifest, tiny_config,
+                                                           tmp_path):
+    config = tiny_config("pretrain.epochs=2")
+    train(config, [tiny_manifest], tmp_path / "run", workers=1)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())["pretrain"]
+    per_epoch = _images_per_epoch(tiny_manifest, config, "train")
+    everything = _images_per_epoch(tiny_manifest, config, None)
+    assert record["images_seen"] == {k: 2 * v for k, v in per_epoch.items()}
+    assert per_epoch["mammo"] < everything["mammo"]  # validation films exist, unseen
+    assert record["epochs"] == 2 and record["first_epoch_loss"] > 0
+    assert list((tmp_path / "run" / "tensorboard" / "pretrain").glob("events.out.*"))
+
+
+def test_pretraining_changes_the_start_and_repeats_exactly(tiny_manifest, tiny_config,
+                                                           tmp_path):
+    def backbone(name, *overrides):
+        run = train(tiny_config("optim.epochs=1", *overrides), [tiny_manifest],
+                    tmp_path / name, workers=1)
+        state = torch.load(run.last_checkpoint, weights_only=True)["state_dict"]
+        return {k: v for k, v in state.items() if ".backbone." in k}
+
+    first = backbone("a", "pretrain.epochs=2")
+    second = backbone("b", "pretrain.epochs=2")
+    plain = backbone("c")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], plain[k]) for k in first)
+
+
+def test_pretrain_command_writes_weights_a_model_loads(tiny_manifest, tiny_config, tmp_path):
+    # Labels are not needed: strip them.
+    unlabelled = tmp_path / "unlabelled.csv"
+    write_manifest([r.with_(label="") for r in read_manifest(tiny_manifest)], unlabelled)
+    cache = tiny_config().data.cache_dir
+    out = tmp_path / "pre"
+    result = runner.invoke(app, [
+        "pretrain", "--manifest", str(unlabelled), "--out", str(out), "--config",
+        str(REPO / "configs" / "tiny.yaml"), "--set", f"data.cache_dir={cache}",
+        "--set", "pretrain.epochs=2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    weights = out / "backbone.safetensors"
+    assert f"model.backbone.pretrained={weights}" in result.output.replace("\n", "")
+    record = json.loads((out / "run.json").read_text())
+    assert record["split"] is None and record["images_seen"]["histo"] > 0
+    backbone_config = tiny_config().model.backbone.model_dump()
+    loaded = SharedBackbone(BackboneConfig(**{**backbone_config, "pretrained": str(weights)}))
+    report = loaded.pretrained_report
+    assert not report.missing and not report.unexpected and not report.mismatched
+    assert len(report.loaded) == len(loaded.state_dict())
+
+
+def test_pretraining_switched_off_or_without_images_is_refused(tiny_manifest, tiny_config,
+                                                               tmp_path):
+    from radpath.engine.pretrain import pretrain
+
+    with pytest.raises(RadpathError, match="pretrain.epochs is 0"):
+        pretrain(tiny_config(), [tiny_manifest], tmp_path / "off")
+    with pytest.raises(RadpathError, match="'holdout' split has no images"):
+        pretrain(tiny_config("pretrain.epochs=1"), [tiny_manifest], tmp_path / "none",
+                 split="holdout", workers=1)
