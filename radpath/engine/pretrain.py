@@ -41,7 +41,8 @@ from radpath.models.masked import MaskedImageModel
 
 @dataclass(frozen=True)
 class PretrainResult:
-    """What a pretraining run did: epochs, images seen, reconstruction loss, time."""
+    """What a pretraining run did: epochs, images seen (by all processes), mean
+    reconstruction loss of the first and last epochs (of this process), time."""
 
     epochs: int
     images_seen: dict[str, int]
@@ -91,6 +92,13 @@ class PretrainModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.epoch_losses.append(self._sum / max(1, self._count))
+
+    def on_train_end(self) -> None:
+        # Under DDP each process saw its share of the images: count them all.
+        names = sorted(self.images_seen)
+        counts = torch.tensor([self.images_seen[m] for m in names], device=self.device)
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        self.images_seen = {m: int(c) for m, c in zip(names, counts.tolist(), strict=True)}
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.masked.trainable_parameters(), lr=self.settings.lr,

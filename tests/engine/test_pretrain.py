@@ -8,22 +8,13 @@ from typer.testing import CliRunner
 
 from radpath.cli.main import _register_commands, app
 from radpath.data.manifest import read_manifest, write_manifest
-from radpath.engine.data import PatientBagDataset
 from radpath.engine.run import train
 from radpath.errors import RadpathError
 from radpath.models.backbone import BackboneConfig, SharedBackbone
-from tests.engine.conftest import REPO
+from tests.engine.conftest import REPO, images_per_epoch
 
 runner = CliRunner()
 _register_commands()
-
-
-def _images_per_epoch(manifest_path, config, split):
-    data = config.data.model_copy(update={"max_tiles": config.data.preprocess.max_tiles})
-    dataset = PatientBagDataset(read_manifest(manifest_path), data, split=split)
-    items = [dataset[i] for i in range(len(dataset))]
-    return {"mammo": sum(len(i["mammo"]) for i in items),
-            "histo": sum(len(i["histo"]) for i in items)}
 
 
 def test_training_run_pretrains_on_its_training_split_only(tiny_manifest, tiny_config,
@@ -31,8 +22,8 @@ def test_training_run_pretrains_on_its_training_split_only(tiny_manifest, tiny_c
     config = tiny_config("pretrain.epochs=2")
     train(config, [tiny_manifest], tmp_path / "run", workers=1)
     record = json.loads((tmp_path / "run" / "run.json").read_text())["pretrain"]
-    per_epoch = _images_per_epoch(tiny_manifest, config, "train")
-    everything = _images_per_epoch(tiny_manifest, config, None)
+    per_epoch = images_per_epoch(tiny_manifest, config, "train")
+    everything = images_per_epoch(tiny_manifest, config, None)
     assert record["images_seen"] == {k: 2 * v for k, v in per_epoch.items()}
     assert per_epoch["mammo"] < everything["mammo"]  # validation films exist, unseen
     assert record["epochs"] == 2 and record["first_epoch_loss"] > 0
@@ -80,7 +71,7 @@ def test_pretraining_switched_off_or_without_images_is_refused(tiny_manifest, ti
                                                                tmp_path):
     from radpath.engine.pretrain import pretrain
 
-    with pytest.raises(RadpathError, match="pretrain.epochs is 0"):
+    with pytest.raises(RadpathError, match=r"pretrain\.epochs is 0"):
         pretrain(tiny_config(), [tiny_manifest], tmp_path / "off")
     with pytest.raises(RadpathError, match="'holdout' split has no images"):
         pretrain(tiny_config("pretrain.epochs=1"), [tiny_manifest], tmp_path / "none",

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from radpath.engine.module import NonFiniteLossError
 from radpath.engine.run import train
 from radpath.errors import ConfigError, RadpathError
-from tests.engine.conftest import REPO
+from tests.engine.conftest import REPO, images_per_epoch
 
 
 def _weights(path):
@@ -117,11 +117,16 @@ def test_two_process_ddp_on_cpu(tiny_manifest, tiny_config, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "radpath", "train", "--config", str(REPO / "configs" / "tiny.yaml"),
          "--manifest", str(tiny_manifest), "--out", str(tmp_path / "ddp"), "--devices", "2",
-         "--strategy", "ddp", "--set", f"data.cache_dir={cache}", "--workers", "1"],
+         "--strategy", "ddp", "--set", f"data.cache_dir={cache}", "--workers", "1",
+         "--set", "pretrain.epochs=1"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert record["device"]["devices"] == 2 and record["status"] == "finished"
+    # Both processes pretrained, each on its half of the training units (the sampler pads
+    # the halves to equal length by repeating units).
+    expected = images_per_epoch(tiny_manifest, tiny_config(), "train")["mammo"]
+    assert record["pretrain"]["images_seen"]["mammo"] >= expected > 0
 
 
 def test_checkpoints_follow_the_per_modality_auc_not_the_fused_one():
