@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -157,6 +158,8 @@ def pretrain(config: TrainConfig, manifests: Sequence[str | Path], out: str | Pa
     model = CrossModalModel(config.model)
     result = pretrain_backbone(model, manifest, config, out, split=split)
     weights = out / "backbone.safetensors"
+    if rank_zero_only.rank != 0:
+        return weights  # under DDP, one process writes
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous() for k, v in model.backbone.state_dict().items()}, tmp)
     dump_config(config, out / "config.yaml")
