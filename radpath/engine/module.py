@@ -93,7 +93,7 @@ class RadpathModule(L.LightningModule):
         optimizer = self.algorithm.make_optimizer(self.optim.lr, self.optim.weight_decay)
         backbone = {id(p) for p in self.algorithm.model.backbone.parameters()}
         if self.optim.backbone_lr_scale != 1.0:
-            optimizer = _split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
+            optimizer = split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(total * self.optim.warmup_epochs / self.optim.epochs)
         factor = lr_factor(warmup, total, decay=self.optim.schedule == "cosine")
@@ -148,8 +148,11 @@ def lr_factor(warmup: int, total: int, *, decay: bool) -> Callable[[int], float]
     return factor
 
 
-def _split_backbone_lr(optimizer: torch.optim.Optimizer, backbone: set[int],
-                       scale: float) -> torch.optim.Optimizer:
+def split_backbone_lr(optimizer: torch.optim.Optimizer, backbone: set[int],
+                      scale: float) -> torch.optim.Optimizer:
+    """Split each parameter group of a fresh ``optimizer`` (no step taken yet) into its
+    backbone parameters (ids in ``backbone``), at ``scale`` times the group's rate, and the
+    others, in place."""
     groups = []
     for group in optimizer.param_groups:
         for in_backbone in (True, False):
@@ -157,4 +160,9 @@ def _split_backbone_lr(optimizer: torch.optim.Optimizer, backbone: set[int],
             if params:
                 lr = group["lr"] * (scale if in_backbone else 1.0)
                 groups.append({**group, "params": params, "lr": lr})
-    return type(optimizer)(groups, **optimizer.defaults)
+    # In place rather than a new optimizer built from ``defaults``: the defaults hold
+    # settings that the constructor does not take back in every torch version.
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)
+    return optimizer

@@ -44,3 +44,26 @@ def test_lr_factor_warms_up_then_decays_or_holds():
     assert [constant(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert cosine(4) == 1.0 and cosine(9) == pytest.approx(0.5) and cosine(14) == pytest.approx(0.0)
     assert [constant(s) for s in (4, 9, 14)] == [1.0, 1.0, 1.0]
+
+
+def test_backbone_lr_scale_splits_the_groups_of_the_fused_optimizer():
+    import torch
+
+    from radpath.algorithms import ALGORITHMS
+    from radpath.engine.module import split_backbone_lr
+    from radpath.models.crossmodal import CrossModalModel
+
+    config = load_config(REPO / "configs" / "tiny.yaml")
+    algorithm = ALGORITHMS.get("erm")(CrossModalModel(config.model), config.algorithm,
+                                      domains=["a"], seed=0)
+    optimizer = algorithm.make_optimizer(lr=1e-3, weight_decay=0.05)
+    backbone = {id(p) for p in algorithm.model.backbone.parameters()}
+    split = split_backbone_lr(optimizer, backbone, 0.1)
+    rates = {id(p): g["lr"] for g in split.param_groups for p in g["params"]}
+    assert len(rates) == sum(1 for _ in algorithm.parameters())  # each parameter once
+    assert all(rates[i] == pytest.approx(1e-4) for i in backbone)
+    assert all(rate == 1e-3 for i, rate in rates.items() if i not in backbone)
+    assert {g["weight_decay"] for g in split.param_groups} == {0.05, 0.0}
+    for param in algorithm.parameters():
+        param.grad = torch.ones_like(param)
+    split.step()  # the fused AdamW steps over the new groups
