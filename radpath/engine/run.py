@@ -109,15 +109,15 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
     train_loader, val_loader = make_loaders(manifest, config)
     train_set = train_loader.dataset
     algorithm = build_algorithm(config, train_set.domains, train_set.num_grades)
-    # A resumed run's checkpoint already holds the pretrained (and further trained) weights.
-    pretrained = (pretrain_backbone(algorithm.model, manifest, config, out)
-                  if config.pretrain.epochs and not resume else None)
     module = RadpathModule(algorithm, config.optim, seed=config.seed)
     record = _initial_record(config, manifest, manifests, train_set, algorithm)
-    record["pretrain"] = pretrained.as_dict() if pretrained else None
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
     write_json({**record, "status": "running"}, out / "run.json")
+    # A resumed run's checkpoint already holds the pretrained (and further trained) weights.
+    if config.pretrain.epochs and not resume:
+        pretrained = pretrain_backbone(algorithm.model, manifest, config, out)
+        record["pretrain"] = pretrained.as_dict()
     trainer = _trainer(config, out, callbacks)
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
@@ -195,6 +195,7 @@ def _initial_record(config: TrainConfig, manifest: Manifest, paths: Sequence[str
         "splits": {s: sum(r.split == s for r in manifest) for s in ("train", "val", "test")},
         "units": {"train": len(train_set)},
         "parameters": sum(p.numel() for p in algorithm.parameters()),
+        "pretrain": None,
     }
 
 
