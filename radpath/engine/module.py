@@ -38,10 +38,7 @@ class RadpathModule(L.LightningModule):
         # Epoch-seeded randomness makes a run resumed at an epoch boundary retrace the
         # uninterrupted one: tile draws, augmentation and MixStyle all restart from here.
         epoch = self.current_epoch
-        loader = self.trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
+        set_dataset_epoch(self.trainer, epoch)
         if self.algorithm.mixstyle is not None:
             self.algorithm.mixstyle.reseed(self.seed * 100_003 + epoch)
 
@@ -94,12 +91,8 @@ class RadpathModule(L.LightningModule):
         backbone = {id(p) for p in self.algorithm.model.backbone.parameters()}
         if self.optim.backbone_lr_scale != 1.0:
             optimizer = split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(total * self.optim.warmup_epochs / self.optim.epochs)
-        factor = lr_factor(warmup, total, decay=self.optim.schedule == "cosine")
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_schedule(optimizer, self.trainer, self.optim.warmup_epochs, self.optim.epochs,
+                             decay=self.optim.schedule == "cosine")
 
 
 def monitored_auc(metrics: dict[str, Any]) -> float:
@@ -132,6 +125,24 @@ def validation_aucs(merged: dict[str, Tensor]) -> dict[str, Any]:
         scores = merged[f"{modality}_prob"].cpu().numpy()[rows]
         results[modality] = auc_with_ci((label[rows] == 2).astype(int), scores, n_boot=500)
     return results
+
+
+def set_dataset_epoch(trainer: L.Trainer, epoch: int) -> None:
+    """Tell the training dataset which epoch's draws (tiles, augmentation) to make."""
+    dataset = getattr(trainer.train_dataloader, "dataset", None)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+
+
+def with_schedule(optimizer: torch.optim.Optimizer, trainer: L.Trainer, warmup_epochs: float,
+                  epochs: int, *, decay: bool) -> dict[str, Any]:
+    """Lightning's optimiser dictionary: ``optimizer`` stepped per batch by :func:`lr_factor`,
+    warming up over the steps of ``warmup_epochs`` of the run's ``epochs``."""
+    total = max(1, int(trainer.estimated_stepping_batches))
+    warmup = int(total * warmup_epochs / epochs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                 lr_factor(warmup, total, decay=decay))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def lr_factor(warmup: int, total: int, *, decay: bool) -> Callable[[int], float]:

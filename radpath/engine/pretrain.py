@@ -33,7 +33,7 @@ from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import combine
 from radpath.engine.config import PretrainConfig, TrainConfig, dump_config
 from radpath.engine.data import PatientBagDataset, collate_patients
-from radpath.engine.module import NonFiniteLossError, lr_factor
+from radpath.engine.module import NonFiniteLossError, set_dataset_epoch, with_schedule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel
@@ -70,9 +70,7 @@ class PretrainModule(L.LightningModule):
         self._sum, self._count = 0.0, 0
 
     def on_train_epoch_start(self) -> None:
-        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch)
+        set_dataset_epoch(self.trainer, self.current_epoch)
         self._sum, self._count = 0.0, 0
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -104,12 +102,8 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.masked.trainable_parameters(), lr=self.settings.lr,
                                       weight_decay=self.settings.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(total * self.settings.warmup_epochs / self.settings.epochs)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(warmup, total,
-                                                                          decay=True))
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_schedule(optimizer, self.trainer, self.settings.warmup_epochs,
+                             self.settings.epochs, decay=True)
 
 
 def pretrain_backbone(model: CrossModalModel, manifest: Manifest, config: TrainConfig,
