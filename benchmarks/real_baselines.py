@@ -4,7 +4,7 @@
         [--modality mammo|histo] [--baseline NAME] [--group patient|batch]
 
 A recipe is only "better" than the floors the project was set if the floors are measured
-the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Four
+the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Six
 baselines, each trained per fold on the fold's training and inner-validation units and
 scored on its held-out units:
 
@@ -14,6 +14,11 @@ scored on its held-out units:
 - ``mammo``, ``film-features``: logistic regression on per-film intensity quantiles,
   local-binary-pattern and grey-level co-occurrence texture (scikit-image), and the largest
   bright blob; a patient is the mean of its films and their left/right difference.
+- ``mammo``, ``oracle-detection`` and ``oracle-lesion``: not models but references, told
+  the truth a model must find. The first knows which patients have a finding (benign or
+  malignant): the AUC of a perfect detector. The second also knows where each annotated
+  lesion is and learns benign against malignant from statistics of its surroundings: what
+  finding and locating every lesion would buy.
 - ``histo``, ``colour-texture``: logistic regression on each image's mean tile statistics
   (RGB and HSV means and spreads, edge strength, dark-pixel fraction).
 - ``histo``, ``tile-vit``: the same timm ViT shape on 64-px tiles (patch 8), every tile
@@ -81,6 +86,7 @@ class Fold:
     test: list[Unit]
     pixels: Callable[[Record], np.ndarray]
     seed: int
+    lesions: Callable[[Record], np.ndarray]
 
 
 def malignant(unit: Unit) -> float:
@@ -116,6 +122,63 @@ def film_features(fold: Fold) -> np.ndarray:
         return np.concatenate([np.mean(rows, axis=0), asymmetry])
 
     return _logistic(fold, unit_row)
+
+
+def oracle_detection(fold: Fold) -> np.ndarray:
+    """Told which patients have a finding, nothing else: a perfect detector's AUC."""
+    return np.array([float(u.label != "normal") for u in fold.test])
+
+
+def oracle_lesion(fold: Fold) -> np.ndarray:
+    """Told which patients have a finding and where it is: benign against malignant learnt
+    from the appearance of the annotated lesions (logistic regression on their surroundings).
+
+    A patient's score is its most malignant-looking lesion; a patient with a finding but no
+    coordinates (diffuse calcifications) sits in the middle of the training lesions' scores,
+    and a normal patient below every patient with a finding.
+    """
+    rows = [(_lesion_statistics(fold.pixels(r), circle), r.label == "malignant")
+            for u in fold.train for r in u.mammo for circle in fold.lesions(r)]
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+    model.fit(np.stack([x for x, _ in rows]), [y for _, y in rows])
+    middle = float(np.median(model.decision_function(np.stack([x for x, _ in rows]))))
+    floor = -1e6
+
+    def score(unit: Unit) -> float:
+        found = [_lesion_statistics(fold.pixels(r), c) for r in unit.mammo for c in fold.lesions(r)]
+        if found:
+            return float(model.decision_function(np.stack(found)).max())
+        return middle if unit.label != "normal" else floor
+
+    return np.array([score(u) for u in fold.test])
+
+
+def _lesion_statistics(image: np.ndarray, circle: np.ndarray, side: int = 32) -> np.ndarray:
+    """Intensity, texture and spiculation of the square of three radii around a lesion."""
+    x, y, r = circle
+    half = max(round(1.5 * r), 8)
+    padded = np.pad(image, half)
+    row, col = round(y), round(x)
+    roi = cv2.resize(padded[row:row + 2 * half, col:col + 2 * half].astype(np.float32),
+                     (side, side), interpolation=cv2.INTER_AREA)
+    grey = (np.clip(roi, 0, 1) * 255).astype(np.uint8)
+    centre = roi[side // 3:-side // 3, side // 3:-side // 3]
+    lbp = local_binary_pattern(grey, 8, 1, "uniform").astype(int).ravel()
+    cooc = graycomatrix(grey // 16, [1, 3], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4],
+                        levels=16, normed=True)
+    gx, gy = cv2.Sobel(roi, cv2.CV_32F, 1, 0), cv2.Sobel(roi, cv2.CV_32F, 0, 1)
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    magnitude = np.hypot(gx, gy) + 1e-6
+    # Spiculated (malignant-looking) margins have edges pointing at the centre.
+    radial = np.abs(gx * xx + gy * yy) / np.hypot(xx, yy) / magnitude
+    return np.concatenate([
+        np.quantile(roi, [0.05, 0.25, 0.5, 0.75, 0.95]), [roi.std()],
+        [centre.mean() - roi.mean(), centre.std(), r / image.shape[0]],
+        np.bincount(lbp, minlength=10)[:10] / len(lbp),
+        [graycoprops(cooc, p).mean() for p in ("contrast", "homogeneity", "energy",
+                                               "correlation")],
+        [magnitude.mean(), float((radial * magnitude).sum() / magnitude.sum())],
+    ])
 
 
 def _film(fold: Fold, record: Record) -> torch.Tensor:
@@ -223,7 +286,8 @@ FOLDS_TEXT = {
     "batch": "8 folds, each holding out one H&E staining batch (7 UCSB scan dates, BreakHis); "
              "the seed seeds the baseline only",
 }
-BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features},
+BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features,
+                       "oracle-detection": oracle_detection, "oracle-lesion": oracle_lesion},
              "histo": {"colour-texture": colour_texture, "tile-vit": tile_vit}}
 
 
@@ -232,21 +296,39 @@ def folds_of(config: TrainConfig, modality: str, work: Path, seed: int, by: str 
              ) -> list[Fold]:
     """The folds ``real_cpu_cv.py --modality MODALITY --set seed=SEED [--group batch]``
     trains on (its training and inner-validation units are a baseline's training units)."""
-    pixels = pixel_reader(config)
+    pixels, lesions = pixel_reader(config), lesion_reader(config)
     manifest = real_manifest(work, MODALITY_SOURCES[modality])
     folds = []
     for _, fold in cv_manifests(manifest, 3, seed=seed, group_of=FOLD_GROUPS[by]):
         units = {split: PatientBagDataset(fold, config.data, split=split).units
                  for split in ("train", "val", "test")}
-        folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed))
+        folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed, lesions))
     return folds
 
 
 def pixel_reader(config: TrainConfig) -> Callable[[Record], np.ndarray]:
     """A record's preprocessed pixels, from the recipe's cache."""
+    arrays = _array_reader(config)
+    return lambda record: arrays(record)["image"]
+
+
+def lesion_reader(config: TrainConfig) -> Callable[[Record], np.ndarray]:
+    """A film's lesion circles ``(K, 3)``, x, y, r in the cached image's pixels."""
+    arrays = _array_reader(config)
+
+    def inside(record: Record) -> np.ndarray:
+        found = arrays(record)
+        circles, side = found.get("lesions", np.zeros((0, 3))), found["image"].shape[0]
+        # Cropping to the breast can leave a (rare) annotated centre outside the image.
+        return circles[((circles[:, :2] >= 0) & (circles[:, :2] < side)).all(axis=1)]
+
+    return inside
+
+
+def _array_reader(config: TrainConfig) -> Callable[[Record], dict[str, np.ndarray]]:
     cache = ArrayCache(config.data.cache_dir)
     preprocessor = RecordPreprocessor(config.data.preprocess)
-    return lambda record: load_cached(record, cache, preprocessor)["image"]
+    return lambda record: load_cached(record, cache, preprocessor)
 
 
 def pooled_auc(folds: list[Fold], baseline: Callable[[Fold], np.ndarray]) -> Estimate:
