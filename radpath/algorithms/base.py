@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.augment.mixstyle import TokenMixStyle
+from radpath.engine.batch import LABEL_CODES
 from radpath.models.crossmodal import CrossModalModel
 from radpath.objectives.ordinal import ordinal_loss, ordinal_probabilities
 from radpath.registry import Registry
@@ -94,16 +95,18 @@ class Algorithm(nn.Module):
         return terms
 
     def localisation_loss(self, out: dict[str, Tensor], batch: Batch) -> Tensor:
-        """Weak MIL loss (a patient is malignant iff some view is), plus lesion supervision.
+        """Weak MIL loss (a patient is positive iff some view is), plus lesion supervision.
 
-        The weak term takes the most suspicious valid view of each patient; with
+        The weak term takes the most suspicious valid view of each patient against the
+        patient's ``localisation_target`` (malignant, or any finding); with
         ``lesion_supervision`` the token scores of views with annotated lesions (or of
         normal views, whose empty map is the truth) are also trained against the lesion map.
         """
         views = batch["mammo_mask"]
         most_suspicious = out["view_logit"].masked_fill(~views, -1e4).amax(dim=1)
-        weak = masked_bce(most_suspicious, batch["malignant"].float(),
-                          (batch["label"] >= 0) & batch["has_mammo"])
+        target = (batch["malignant"].float() if self.config.localisation_target == "malignant"
+                  else (batch["label"] > LABEL_CODES["normal"]).float())
+        weak = masked_bce(most_suspicious, target, (batch["label"] >= 0) & batch["has_mammo"])
         if not self.config.lesion_supervision:
             return weak
         known = batch["lesion_known"] & views

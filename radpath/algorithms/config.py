@@ -52,6 +52,10 @@ class AlgorithmConfig(_Strict):
             ``groupdro`` or ``paper`` (contrastive + MixStyle + IRM).
         lesion_supervision: train the localisation head on lesion circles where the
             manifest has them (else it learns weakly, from image labels only).
+        localisation_target: what the localisation head's weak, patient-level term asks
+            of the most suspicious view: ``malignant`` (a malignancy map), or ``finding``
+            (any benign or malignant finding; normal patients are the negatives), the same
+            question the lesion circles answer, which mark benign lesions as well.
     """
 
     name: str = "erm"
@@ -62,3 +66,4 @@ class AlgorithmConfig(_Strict):
     coral_weight: float = Field(1.0, ge=0)
     groupdro_eta: float = Field(0.01, gt=0)
     lesion_supervision: bool = True
+    localisation_target: Literal["malignant", "finding"] = "malignant"

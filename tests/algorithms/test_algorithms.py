@@ -215,3 +215,19 @@ def test_tile_loss_is_the_bce_of_every_valid_tile_against_its_unit_label() -> No
     assert weight == 2.0
     torch.testing.assert_close(value, expected)
     assert "histo_tile_bce" not in tiny_algorithm("erm").supervised_terms(out, batch)
+
+
+@pytest.mark.parametrize("target", ["malignant", "finding"])
+def test_weak_localisation_term_asks_the_most_suspicious_view_for_its_target(target: str
+                                                                              ) -> None:
+    algorithm = tiny_algorithm("erm", lesion_supervision=False, localisation_target=target)
+    batch = random_batch()
+    batch["label"] = torch.tensor([0, 1, 2, 1])  # normal, benign, malignant, benign
+    batch["malignant"] = (batch["label"] == 2).float()
+    out = algorithm(batch)
+    most_suspicious = out["view_logit"].masked_fill(~batch["mammo_mask"], -1e4).amax(dim=1)
+    positive = torch.tensor([0.0, 0.0, 1.0, 0.0] if target == "malignant"
+                            else [0.0, 1.0, 1.0, 1.0])
+    rows = batch["has_mammo"]
+    expected = F.binary_cross_entropy_with_logits(most_suspicious[rows], positive[rows])
+    torch.testing.assert_close(algorithm.localisation_loss(out, batch), expected)
