@@ -36,6 +36,10 @@ class OptimConfig(_Strict):
         "cosine", description="after warm-up: cosine decay to zero, or hold the rate")
     accumulate_grad_batches: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="exponential moving average of the weights, updated "
+        "every optimiser step with this decay; validation, checkpoints and the final model "
+        "use the average. 0 switches it off")
 
 
 class PretrainConfig(_Strict):

@@ -4,13 +4,15 @@ The run folder holds ``config.yaml`` (the resolved config), ``run.json`` (commit
 versions, manifest hashes, pairing mode, seed, device, timings, final validation metrics),
 ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt`` (written atomically by Lightning),
 and TensorBoard logs under ``tensorboard/`` (``tensorboard/pretrain`` for the
-self-supervised pretraining that ``pretrain.epochs`` switches on).
+self-supervised pretraining that ``pretrain.epochs`` switches on). With ``optim.ema_decay``
+a checkpoint's ``state_dict`` holds the averaged weights, the ones validation saw and
+prediction loads; ``current_model_state`` holds the weights training resumes from.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +20,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    WeightAveraging,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from radpath.algorithms import ALGORITHMS, Algorithm
@@ -149,6 +157,8 @@ def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Tra
     latest = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
                              every_n_epochs=1, enable_version_counter=False)
     callbacks: list[Callback] = [best, latest, *extra]
+    if config.optim.ema_decay:
+        callbacks.append(WeightAveraging(avg_fn=ema_of_floats(config.optim.ema_decay)))
     if settings.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor="val_auc", mode="max",
                                        patience=settings.early_stopping_patience))
@@ -169,6 +179,19 @@ def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Tra
         limit_train_batches=settings.limit_train_batches, enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+def ema_of_floats(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The averaging step of :class:`~torch.optim.swa_utils.AveragedModel`: an exponential
+    moving average of floating-point tensors, while integer buffers (the algorithm's step
+    counter) follow the model, which an average would truncate."""
+
+    def average(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        if not averaged.is_floating_point():
+            return current
+        return averaged.lerp(current, 1.0 - decay)
+
+    return average
 
 
 def _best_path(trainer: L.Trainer) -> Path | None:

@@ -8,14 +8,15 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from radpath.engine.checkpoint import load_run
 from radpath.engine.module import NonFiniteLossError
-from radpath.engine.run import train
+from radpath.engine.run import ema_of_floats, train
 from radpath.errors import ConfigError, RadpathError
 from tests.engine.conftest import REPO, images_per_epoch
 
 
-def _weights(path):
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+def _weights(path, key="state_dict"):
+    state = torch.load(path, map_location="cpu", weights_only=True)[key]
     return {k: v for k, v in state.items() if v.is_floating_point()}
 
 
@@ -48,8 +49,9 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_ends_at_the_uninterrupted_weights(tiny_manifest, tiny_config, tmp_path):
-    config = tiny_config("optim.epochs=4", "algorithm.name=paper")
+@pytest.mark.parametrize("ema", ["0.0", "0.9"])
+def test_resume_ends_at_the_uninterrupted_weights(tiny_manifest, tiny_config, tmp_path, ema):
+    config = tiny_config("optim.epochs=4", "algorithm.name=paper", f"optim.ema_decay={ema}")
     whole = train(config, [tiny_manifest], tmp_path / "whole", workers=1)
     with pytest.raises(SystemExit):  # Lightning's graceful shutdown after Ctrl-C
         train(config, [tiny_manifest], tmp_path / "cut", callbacks=[_Interrupt()], workers=1)
@@ -58,9 +60,33 @@ def test_resume_ends_at_the_uninterrupted_weights(tiny_manifest, tiny_config, tm
     assert 0 < cut["global_step"] < torch.load(whole.last_checkpoint,
                                                weights_only=True)["global_step"]
     resumed = train(config, [tiny_manifest], tmp_path / "cut", resume=True, workers=1)
-    a, b = _weights(whole.last_checkpoint), _weights(resumed.last_checkpoint)
-    assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    for key in ("state_dict", "current_model_state") if ema != "0.0" else ("state_dict",):
+        a, b = _weights(whole.last_checkpoint, key), _weights(resumed.last_checkpoint, key)
+        assert a.keys() == b.keys()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), key
+
+
+def test_ema_checkpoints_hold_the_average_that_prediction_loads(
+        tiny_manifest, tiny_config, tmp_path):
+    result = train(tiny_config("optim.epochs=3", "optim.ema_decay=0.5"), [tiny_manifest],
+                   tmp_path / "run", workers=1)
+    averaged = _weights(result.last_checkpoint)
+    current = _weights(result.last_checkpoint, "current_model_state")
+    assert averaged.keys() == current.keys()
+    assert any(not torch.equal(averaged[k], current[k]) for k in averaged)
+    loaded = load_run(tmp_path / "run", which="last").algorithm.state_dict()
+    assert all(torch.equal(loaded[k.removeprefix("algorithm.")], v) for k, v in averaged.items())
+    plain = train(tiny_config("optim.epochs=3"), [tiny_manifest], tmp_path / "plain", workers=1)
+    # Same seed and batches: averaging leaves the trained weights as a run without it.
+    assert all(torch.equal(current[k], v) for k, v in _weights(plain.last_checkpoint).items())
+
+
+def test_ema_step_averages_floats_and_lets_counters_follow_the_model():
+    average = ema_of_floats(0.75)
+    step = torch.tensor(0)
+    torch.testing.assert_close(average(torch.tensor([4.0]), torch.tensor([8.0]), step),
+                               torch.tensor([5.0]))
+    assert average(torch.tensor(3), torch.tensor(7), step).item() == 7
 
 
 class _PoisonLoss(Callback):
