@@ -76,6 +76,7 @@ from real_data import (
 
 # Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
+LESION_FEATURES = 25  # length of _lesion_statistics
 
 
 @dataclass
@@ -137,20 +138,30 @@ def oracle_lesion(fold: Fold) -> np.ndarray:
     coordinates (diffuse calcifications) sits in the middle of the training lesions' scores,
     and a normal patient below every patient with a finding.
     """
-    rows = [(_lesion_statistics(fold.pixels(r), circle), r.label == "malignant")
-            for u in fold.train for r in u.mammo for circle in fold.lesions(r)]
+    train = [(_lesion_rows(fold, r), r.label == "malignant") for u in fold.train for r in u.mammo]
+    features = np.concatenate([rows for rows, _ in train])
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
-    model.fit(np.stack([x for x, _ in rows]), [y for _, y in rows])
-    middle = float(np.median(model.decision_function(np.stack([x for x, _ in rows]))))
+    model.fit(features, [label for rows, label in train for _ in rows])
+    middle = float(np.median(model.decision_function(features)))
     floor = -1e6
 
     def score(unit: Unit) -> float:
-        found = [_lesion_statistics(fold.pixels(r), c) for r in unit.mammo for c in fold.lesions(r)]
-        if found:
-            return float(model.decision_function(np.stack(found)).max())
+        found = np.concatenate([_lesion_rows(fold, r) for r in unit.mammo])
+        if len(found):
+            return float(model.decision_function(found).max())
         return middle if unit.label != "normal" else floor
 
     return np.array([score(u) for u in fold.test])
+
+
+def _lesion_rows(fold: Fold, record: Record) -> np.ndarray:
+    """``(K, F)`` statistics of a film's K lesions, read and computed once per film."""
+    key = ("lesions", record.image_id)
+    if key not in _STATISTICS:
+        image = fold.pixels(record)
+        rows = [_lesion_statistics(image, circle) for circle in fold.lesions(record)]
+        _STATISTICS[key] = np.stack(rows) if rows else np.zeros((0, LESION_FEATURES))
+    return _STATISTICS[key]
 
 
 def _lesion_statistics(image: np.ndarray, circle: np.ndarray, side: int = 32) -> np.ndarray:
