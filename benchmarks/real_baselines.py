@@ -4,7 +4,7 @@
         [--modality mammo|histo] [--baseline NAME] [--group patient|batch]
 
 A recipe is only "better" than the floors the project was set if the floors are measured
-the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Six
+the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Seven
 baselines, each trained per fold on the fold's training and inner-validation units and
 scored on its held-out units:
 
@@ -14,11 +14,18 @@ scored on its held-out units:
 - ``mammo``, ``film-features``: logistic regression on per-film intensity quantiles,
   local-binary-pattern and grey-level co-occurrence texture (scikit-image), and the largest
   bright blob; a patient is the mean of its films and their left/right difference.
+- ``mammo``, ``lesion-windows``: patch-level training around the annotated lesion centres
+  (lesion-centred windows against breast windows away from any lesion), then a scan of
+  every film; a patient's score is its most lesion-like window.
 - ``mammo``, ``oracle-detection`` and ``oracle-lesion``: not models but references, told
   the truth a model must find. The first knows which patients have a finding (benign or
   malignant): the AUC of a perfect detector. The second also knows where each annotated
   lesion is and learns benign against malignant from statistics of its surroundings: what
   finding and locating every lesion would buy.
+- ``histo``, ``tissue-fraction``: nothing learnt, the share of the image that the tissue
+  mask (the one tiling uses) calls tissue. Malignant cores and fields are denser, so this
+  one number is what a model must beat to have learnt more than how much of the picture
+  is tissue.
 - ``histo``, ``colour-texture``: logistic regression on each image's mean tile statistics
   (RGB and HSV means and spreads, edge strength, dark-pixel fraction).
 - ``histo``, ``tile-vit``: the same timm ViT shape on 64-px tiles (patch 8), every tile
@@ -56,6 +63,8 @@ from sklearn.preprocessing import StandardScaler
 from timm.models.vision_transformer import VisionTransformer
 
 from radpath.data.cache import ArrayCache
+from radpath.data.histo import tissue_mask
+from radpath.data.io import read_image
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor, load_cached
 from radpath.engine.config import TrainConfig, load_config
@@ -154,6 +163,71 @@ def oracle_lesion(fold: Fold) -> np.ndarray:
     return np.array([score(u) for u in fold.test])
 
 
+def lesion_windows(fold: Fold, epochs: int = 30, copies: int = 8, stride: int = 16
+                   ) -> np.ndarray:
+    """Patch-level training around the lesion centres, then a scan of every film.
+
+    The ViT of ``naive-vit`` on 64-px windows (patch 8) learns windows centred on an
+    annotated lesion (moved by up to half its radius, ``copies`` times each) against as
+    many windows of breast away from every lesion, then scores each breast window of a
+    film (``stride`` px apart); a film's score is its most lesion-like window, a patient's
+    its most suspicious film. The detector the oracle rows assume, learnt from the data.
+    """
+    generator = np.random.default_rng(fold.seed)
+    drawn = [_training_windows(fold, r, copies, generator) for u in fold.train for r in u.mammo]
+    images = _standardised(np.concatenate([w for w, _ in drawn]))
+    labels = torch.from_numpy(np.concatenate([y for _, y in drawn]))
+    net = _vit(img_size=WINDOW, patch_size=8, in_chans=1, seed=fold.seed)
+    _fit(net, images, labels, epochs, batch=32, augment=_dihedral, seed=fold.seed)
+    with torch.no_grad():
+        return np.array([max(float(net(_scan(fold.pixels(r), stride)).max()) for r in u.mammo)
+                         for u in fold.test])
+
+
+WINDOW = 64  # side of the lesion-centred windows, in pixels of the cached film
+
+
+def _training_windows(fold: Fold, record: Record, copies: int, generator: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion-centred windows (label 1) and as many breast windows away from lesions (0)."""
+    image = np.asarray(fold.pixels(record), dtype=np.float32)
+    circles = fold.lesions(record)
+    centres = [(x + dx, y + dy) for x, y, r in circles
+               for dx, dy in generator.uniform(-1, 1, (copies, 2)) * max(r / 2, 4)]
+    lesion_count = len(centres)
+    rows, cols = np.nonzero(_breast(image))
+    while len(centres) < 2 * lesion_count or len(centres) < copies:
+        i = generator.integers(len(rows))
+        x, y = cols[i], rows[i]
+        if not len(circles) or (np.hypot(circles[:, 0] - x, circles[:, 1] - y)
+                                > circles[:, 2] + WINDOW / 2).all():
+            centres.append((x, y))
+    padded = np.pad(image, WINDOW)
+    windows = [padded[round(y) + WINDOW // 2:round(y) + 3 * WINDOW // 2,
+                      round(x) + WINDOW // 2:round(x) + 3 * WINDOW // 2] for x, y in centres]
+    labels = (np.arange(len(centres)) < lesion_count).astype(np.float32)
+    return np.stack(windows), labels
+
+
+def _scan(image: np.ndarray, stride: int) -> torch.Tensor:
+    """The windows of a film centred on breast pixels ``stride`` apart, standardised."""
+    image = np.asarray(image, dtype=np.float32)
+    breast = _breast(image)
+    padded = np.pad(image, WINDOW // 2)
+    windows = [padded[y:y + WINDOW, x:x + WINDOW]
+               for y in range(0, image.shape[0], stride) for x in range(0, image.shape[1], stride)
+               if breast[y, x]]
+    return _standardised(np.stack(windows))
+
+
+def _breast(image: np.ndarray) -> np.ndarray:
+    return cv2.blur(image, (15, 15)) > 0.1
+
+
+def _standardised(windows: np.ndarray) -> torch.Tensor:
+    return ((torch.from_numpy(windows) - MAMMO_MEAN) / MAMMO_STD)[:, None]
+
+
 def _lesion_rows(fold: Fold, record: Record) -> np.ndarray:
     """``(K, F)`` statistics of a film's K lesions, read and computed once per film."""
     key = ("lesions", record.image_id)
@@ -233,6 +307,19 @@ def tile_vit(fold: Fold, epochs: int = 10) -> np.ndarray:
                          for u in fold.test])
 
 
+def tissue_fraction(fold: Fold) -> np.ndarray:
+    """Nothing learnt: the share of a unit's image area that the tissue mask tiling uses
+    calls tissue (the mean over its images). Malignant fields are denser."""
+    return np.array([np.mean([_tissue_share(r) for r in u.histo]) for u in fold.test])
+
+
+def _tissue_share(record: Record) -> float:
+    key = ("tissue", record.image_id)
+    if key not in _STATISTICS:
+        _STATISTICS[key] = np.array(tissue_mask(read_image(record.path).pixels).mean())
+    return float(_STATISTICS[key])
+
+
 def _tiles(fold: Fold, record: Record) -> torch.Tensor:
     return tile_tensor(fold.pixels(record))
 
@@ -298,8 +385,10 @@ FOLDS_TEXT = {
              "the seed seeds the baseline only",
 }
 BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features,
-                       "oracle-detection": oracle_detection, "oracle-lesion": oracle_lesion},
-             "histo": {"colour-texture": colour_texture, "tile-vit": tile_vit}}
+                       "lesion-windows": lesion_windows, "oracle-detection": oracle_detection,
+                       "oracle-lesion": oracle_lesion},
+             "histo": {"tissue-fraction": tissue_fraction, "colour-texture": colour_texture,
+                       "tile-vit": tile_vit}}
 
 
 # ---------------------------------------------------------------- protocol
