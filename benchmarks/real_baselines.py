@@ -4,7 +4,7 @@
         [--modality mammo|histo] [--baseline NAME] [--group patient|batch]
 
 A recipe is only "better" than the floors the project was set if the floors are measured
-the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Seven
+the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Eight
 baselines, each trained per fold on the fold's training and inner-validation units and
 scored on its held-out units:
 
@@ -221,6 +221,7 @@ def _scan(image: np.ndarray, stride: int) -> torch.Tensor:
 
 
 def _breast(image: np.ndarray) -> np.ndarray:
+    """Pixels of breast: smoothed so that dark fat inside the breast still counts."""
     return cv2.blur(image, (15, 15)) > 0.1
 
 
