@@ -86,6 +86,7 @@ from real_data import (
 # Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
 LESION_FEATURES = 25  # length of _lesion_statistics
+WINDOW = 64  # side of lesion-windows' windows, in pixels of the cached film
 
 
 @dataclass
@@ -184,9 +185,6 @@ def lesion_windows(fold: Fold, epochs: int = 30, copies: int = 8, stride: int = 
                          for u in fold.test])
 
 
-WINDOW = 64  # side of the lesion-centred windows, in pixels of the cached film
-
-
 def _training_windows(fold: Fold, record: Record, copies: int, generator: np.random.Generator
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Lesion-centred windows (label 1) and as many breast windows away from lesions (0)."""
@@ -268,8 +266,7 @@ def _lesion_statistics(image: np.ndarray, circle: np.ndarray, side: int = 32) ->
 
 
 def _film(fold: Fold, record: Record) -> torch.Tensor:
-    pixels = torch.from_numpy(np.asarray(fold.pixels(record), dtype=np.float32))
-    return ((pixels - MAMMO_MEAN) / MAMMO_STD)[None]
+    return _standardised(np.asarray(fold.pixels(record), dtype=np.float32)[None])[0]
 
 
 def _film_statistics(image: np.ndarray) -> np.ndarray:
