@@ -3,7 +3,8 @@
 Four pieces, each usable alone:
 
 * :func:`tissue_mask` — which pixels are tissue rather than white glass;
-* :func:`tile_image` — a regular grid of tiles, keeping those with enough tissue;
+* :func:`tile_image` — a regular grid of tiles, keeping those with enough tissue, and
+  :func:`most_tissue_rich` — the richest of them, spread over the image when tied;
 * :class:`StainNormalizer` — Macenko or Reinhard normalisation (torchstain, NumPy backend)
   behind a scikit-learn style ``fit`` / ``transform``, with a guarded fallback: stain
   normalisers crash or return NaN on background-only or single-colour tiles, so
@@ -37,6 +38,8 @@ _MIN_VALUE = 30
 _GLASS_LEVEL = 230
 # Cleanup removes specks and fills holes smaller than this fraction of the image.
 _CLEANUP_FRACTION = 5e-4
+# Successive multiples of the golden ratio, modulo 1, fill [0, 1) evenly at any length.
+_GOLDEN = (5 ** 0.5 - 1) / 2
 
 # torchstain's Macenko defaults: transmitted light intensity, angle percentile, and the
 # optical-density floor below which a pixel counts as transparent.
@@ -185,6 +188,21 @@ def tile_image(rgb: np.ndarray, *, tile_size: int, stride: int | None = None,
                 tiles.append(Tile(x, y, image[y:y + tile_size, x:x + tile_size].copy(),
                                   fraction))
     return tiles
+
+
+def most_tissue_rich(tiles: list[Tile], count: int) -> list[Tile]:
+    """The ``count`` tiles with the largest tissue fraction, richest first.
+
+    Ties are common (every tile inside a dense core is all tissue), and a plain sort would
+    break them in raster order, keeping the top rows of a dense image and none of the rest.
+    Equally rich tiles are taken instead in a golden-ratio order of their raster index,
+    which spreads any number of them evenly over the image (and is deterministic).
+    """
+    if count <= 0:
+        raise ValueError(f"count must be positive, got {count}")
+    spread = [(index * _GOLDEN) % 1.0 for index in range(len(tiles))]
+    order = sorted(range(len(tiles)), key=lambda i: (-tiles[i].tissue_fraction, spread[i]))
+    return [tiles[i] for i in order[:count]]
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,14 +16,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from radpath.data.cache import ArrayCache
-from radpath.data.histo import HistoConfig, StainNormalizer, tile_image
+from radpath.data.histo import HistoConfig, StainNormalizer, most_tissue_rich, tile_image
 from radpath.data.io import read_image
 from radpath.data.mammo import Geometry, MammoConfig, MammoPreprocessor
 from radpath.data.manifest import Lesion, Manifest, Record
 from radpath.errors import ConfigError, RadpathError
 from radpath.parallel import parallel_map
 
-CACHE_FORMAT = "radpath-preprocess-1"
+# Bumped whenever the same config makes different arrays (2: tied H&E tiles spread out).
+CACHE_FORMAT = "radpath-preprocess-2"
 
 
 class PreprocessConfig(BaseModel):
@@ -95,9 +96,9 @@ class RecordPreprocessor:
         tiles = tile_image(image, tile_size=cfg.tile_size, stride=cfg.stride,
                            min_tissue=cfg.min_tissue)
         if not tiles:  # keep the image usable: the single most tissue-rich tile
-            tiles = sorted(tile_image(image, tile_size=cfg.tile_size, stride=cfg.stride,
-                                      min_tissue=0.0), key=lambda t: -t.tissue_fraction)[:1]
-        tiles = sorted(tiles, key=lambda t: -t.tissue_fraction)[: self.config.max_tiles]
+            tiles = most_tissue_rich(tile_image(image, tile_size=cfg.tile_size,
+                                                stride=cfg.stride, min_tissue=0.0), 1)
+        tiles = most_tissue_rich(tiles, self.config.max_tiles)
         stack = np.stack([t.image for t in tiles])
         # Corners in original pixels, whatever the scale.
         xy = np.round(np.array([[t.x, t.y] for t in tiles], dtype=np.float64)

@@ -16,6 +16,7 @@ from radpath.data.histo import (
     HistoConfig,
     StainNormalizer,
     hed_jitter,
+    most_tissue_rich,
     tile_image,
     tissue_mask,
 )
@@ -157,6 +158,24 @@ def test_small_image_is_padded_with_white() -> None:
     assert tile.image.shape == (40, 40, 3)
     assert (tile.image[:20, :30] == 7).all() and (tile.image[20:] == 255).all()
     assert tile.tissue_fraction == pytest.approx(600 / 1600)
+
+
+def test_richest_tiles_come_first_and_ties_spread_over_the_image() -> None:
+    image = np.zeros((256, 256, 3), dtype=np.uint8)
+    mask = np.ones((256, 256), dtype=bool)  # 64 tiles of 32 px, all tissue ...
+    mask[:16, :16] = False  # ... but the top-left one, half glass
+    mask[240:, 240:] = mask[240:, 224:232] = False  # and the bottom-right one, less
+    tiles = tile_image(image, tile_size=32, min_tissue=0.0, mask=mask)
+    kept = most_tissue_rich(tiles, 16)
+    assert all(t.tissue_fraction == 1.0 for t in kept)
+    rows = {t.y // 32 for t in kept}
+    assert rows == set(range(8))  # raster order would have kept rows 0 and 1 only
+    everything = most_tissue_rich(tiles, 100)
+    assert len(everything) == 64
+    assert [(t.x, t.y) for t in everything[-2:]] == [(0, 0), (224, 224)]
+    assert [(t.x, t.y) for t in most_tissue_rich(tiles, 16)] == [(t.x, t.y) for t in kept]
+    with pytest.raises(ValueError, match="count"):
+        most_tissue_rich(tiles, 0)
 
 
 def test_tile_rejects_mismatched_mask() -> None:
