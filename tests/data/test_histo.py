@@ -163,7 +163,7 @@ def test_small_image_is_padded_with_white() -> None:
 def test_richest_tiles_come_first_and_ties_spread_over_the_image() -> None:
     image = np.zeros((256, 256, 3), dtype=np.uint8)
     mask = np.ones((256, 256), dtype=bool)  # 64 tiles of 32 px, all tissue ...
-    mask[:16, :16] = False  # ... but the top-left one, half glass
+    mask[:16, :16] = False  # ... but the top-left one, a quarter glass
     mask[240:, 240:] = mask[240:, 224:232] = False  # and the bottom-right one, less
     tiles = tile_image(image, tile_size=32, min_tissue=0.0, mask=mask)
     kept = most_tissue_rich(tiles, 16)
