@@ -87,7 +87,8 @@ from real_data import (
     real_manifest,
 )
 
-# Hand-made statistics depend on the image alone, not on the fold or seed: computed once.
+# Per-image arrays (hand-made statistics, quarter-resolution tiles) depend on the image
+# alone, not on the fold or seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
 LESION_FEATURES = 25  # length of _lesion_statistics
 WINDOW = 64  # side of lesion-windows' windows, in pixels of the cached film

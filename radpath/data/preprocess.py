@@ -95,10 +95,11 @@ class RecordPreprocessor:
                                interpolation=cv2.INTER_AREA)
         tiles = tile_image(image, tile_size=cfg.tile_size, stride=cfg.stride,
                            min_tissue=cfg.min_tissue)
+        count = self.config.max_tiles
         if not tiles:  # keep the image usable: the single most tissue-rich tile
-            tiles = most_tissue_rich(tile_image(image, tile_size=cfg.tile_size,
-                                                stride=cfg.stride, min_tissue=0.0), 1)
-        tiles = most_tissue_rich(tiles, self.config.max_tiles)
+            tiles, count = tile_image(image, tile_size=cfg.tile_size, stride=cfg.stride,
+                                      min_tissue=0.0), 1
+        tiles = most_tissue_rich(tiles, count)
         stack = np.stack([t.image for t in tiles])
         # Corners in original pixels, whatever the scale.
         xy = np.round(np.array([[t.x, t.y] for t in tiles], dtype=np.float64)
