@@ -13,6 +13,7 @@ Lightning's ``strategy="ddp_find_unused_parameters_true"``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import pydantic
 import torch
@@ -58,6 +59,12 @@ class ModelConfig(pydantic.BaseModel):
             Ilse et al. 2018), and the cost grows linearly, not quadratically, with the
             film's area. Token maps are stitched back into the view's grid, so heatmaps and
             lesion maps keep their meaning. Set ``backbone.img_size`` to the window side.
+        histo_score: how a unit's H&E malignancy logit is made: ``"attention"`` puts the
+            gated-attention pooled feature through the histology head; ``"tile_mean"``
+            averages the logits of the unit's valid tiles through the same head, as a plain
+            tile classifier scores an image (every tile counts alike, so a few tiles the
+            attention favours cannot decide it). The pooled feature still feeds the fused
+            head and the contrastive projection either way.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -70,6 +77,7 @@ class ModelConfig(pydantic.BaseModel):
     localisation_r: float = pydantic.Field(5.0, gt=0)
     bilateral: bool = False
     mammo_window: int = pydantic.Field(0, ge=0)
+    histo_score: Literal["attention", "tile_mean"] = "attention"
 
     @pydantic.field_validator("num_grades")
     @classmethod
@@ -151,7 +159,10 @@ class CrossModalModel(nn.Module):
             out[f"{modality}_proj"] = self.projections[modality](feat)
             if modality == "histo":
                 # Each tile scored by the bag's own head: instance supervision for training.
-                out["histo_tile_logit"] = self.heads["histo"](instances).masked_fill(~mask, 0.0)
+                tile_logit = self.heads["histo"](instances).masked_fill(~mask, 0.0)
+                out["histo_tile_logit"] = tile_logit
+                if self.config.histo_score == "tile_mean":
+                    out["histo_logit"] = _mean_tile_logit(tile_logit, mask, out["histo_logit"])
             present.append(mask.any(dim=1))
             if localised is not None:
                 out.update(localised)
@@ -358,3 +369,10 @@ class CrossModalModel(nn.Module):
                 flat_mask, self.localisation.image_logit(valid_scores, pooled))
         return {"token_scores": scores.reshape(units, views, *grid),
                 "view_logit": view_logit.reshape(units, views)}
+
+
+def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
+    """Mean logit over each unit's valid tiles ``(B,)``; ``fallback`` for units without."""
+    count = mask.sum(dim=1)
+    mean = tile_logit.masked_fill(~mask, 0.0).sum(dim=1) / count.clamp(min=1)
+    return torch.where(count > 0, mean, fallback)

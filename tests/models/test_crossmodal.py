@@ -125,7 +125,29 @@ def test_optional_heads_can_be_switched_off() -> None:
     assert not {"grade_logits", "token_scores", "view_logit"} & set(out)
 
 
-@pytest.mark.parametrize("bad", [{"num_grades": 1}, {"projection_dim": 0}, {"heads": 2}])
+def test_tile_mean_score_is_the_mean_of_the_valid_tiles_logits() -> None:
+    batch = random_batch()  # unit 0 has tiles 0-1, unit 1 none, unit 2 tiles 0 and 2
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32),
+                         histo_score="tile_mean")
+    model = CrossModalModel(config).eval()
+    out = model(batch)
+    tiles = out["histo_tile_logit"]
+    torch.testing.assert_close(out["histo_logit"][0], tiles[0, :2].mean())
+    torch.testing.assert_close(out["histo_logit"][2], tiles[2, [0, 2]].mean())
+    torch.testing.assert_close(out["histo_logit"][3], tiles[3].mean())
+    # A unit without tiles keeps the head's answer to its (zero) pooled feature.
+    torch.testing.assert_close(out["histo_logit"][1],
+                               model.heads["histo"](out["histo_feat"][1:2])[0])
+    attention = CrossModalModel(config.model_copy(update={"histo_score": "attention"}))
+    attention.load_state_dict(model.state_dict())
+    pooled = attention.eval()(batch)
+    torch.testing.assert_close(pooled["histo_tile_logit"], tiles)
+    assert not torch.allclose(pooled["histo_logit"][[0, 3]], out["histo_logit"][[0, 3]])
+
+
+@pytest.mark.parametrize("bad", [{"num_grades": 1}, {"projection_dim": 0}, {"heads": 2},
+                                 {"histo_score": "max"}])
 def test_model_config_rejects_invalid_values(bad: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         ModelConfig(**bad)
