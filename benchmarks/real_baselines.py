@@ -75,6 +75,7 @@ from radpath.engine.config import TrainConfig, load_config
 from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, PatientBagDataset, Unit, tile_tensor
 from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
+from radpath.models.backbone import BACKBONES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (
@@ -371,9 +372,11 @@ def _logistic(fold: Fold, row: Callable[[Unit], np.ndarray]) -> np.ndarray:
 
 
 def _vit(*, img_size: int, patch_size: int, in_chans: int, seed: int) -> VisionTransformer:
+    """A bare timm ViT of radpath's ``vit_micro`` shape (``model.backbone.name=vit_micro``
+    trains the recipe at the same size)."""
     torch.manual_seed(seed)
-    return VisionTransformer(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                             num_classes=1, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+    shape = {**BACKBONES.get("vit_micro")(), "patch_size": patch_size}
+    return VisionTransformer(img_size=img_size, in_chans=in_chans, num_classes=1, **shape)
 
 
 def _fit(net: VisionTransformer, images: torch.Tensor, labels: torch.Tensor, epochs: int, *,

@@ -46,6 +46,12 @@ def vit_test() -> dict[str, Any]:
     return dict(patch_size=8, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
 
 
+@BACKBONES.register("vit_micro")
+def vit_micro() -> dict[str, Any]:
+    """A 4-block, 64-wide ViT: twice vit_test's depth at its width, for CPU runs."""
+    return dict(patch_size=8, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+
+
 @BACKBONES.register("vit_mini")
 def vit_mini() -> dict[str, Any]:
     """A 4-block, 128-wide ViT for CPU runs on real data."""

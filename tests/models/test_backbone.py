@@ -20,7 +20,8 @@ def _backbone(**overrides: object) -> SharedBackbone:
 
 
 def test_registry_holds_the_vit_shapes() -> None:
-    assert {"vit_test", "vit_mini", "vit_tiny", "vit_small", "vit_base"} <= set(BACKBONES)
+    shapes = {"vit_test", "vit_micro", "vit_mini", "vit_tiny", "vit_small", "vit_base"}
+    assert shapes <= set(BACKBONES)
     base = BACKBONES.get("vit_base")()
     assert (base["embed_dim"], base["depth"], base["num_heads"], base["patch_size"]) == (
         768, 12, 12, 16)
