@@ -372,7 +372,8 @@ class CrossModalModel(nn.Module):
 
 
 def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
-    """Mean logit over each unit's valid tiles ``(B,)``; ``fallback`` for units without."""
+    """Mean logit over each unit's valid tiles ``(B,)``; ``fallback`` for units without.
+    ``tile_logit`` is already zero where ``mask`` is False, so a plain sum counts only
+    the valid tiles."""
     count = mask.sum(dim=1)
-    mean = tile_logit.masked_fill(~mask, 0.0).sum(dim=1) / count.clamp(min=1)
-    return torch.where(count > 0, mean, fallback)
+    return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)
