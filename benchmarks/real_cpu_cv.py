@@ -53,9 +53,8 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.15,
                         help="share of each fold's training units held out as its inner "
                              "validation split (only reported on: predictions use the last "
-                             "epoch; the baselines train on all of them). The split is "
-                             "stratified and every stratum of two or more units gives it "
-                             "one, so on the H&E sources 0.05 holds out as many as 0.15")
+                             "epoch; the baselines train on all of them), drawn in "
+                             "proportion across the strata")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     add_group_option(parser)
     parser.add_argument("--table", type=Path, default=None,

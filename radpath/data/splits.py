@@ -57,7 +57,8 @@ class Fold:
 
 
 def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                   seed: int = 0, names: Sequence[str] = ("train", "val", "test")) -> Manifest:
+                   seed: int = 0, names: Sequence[str] = ("train", "val", "test"),
+                   one_per_stratum: bool = True) -> Manifest:
     """Assign every record a ``split``, grouped by patient, stratified by label and domain.
 
     Units (a patient, or the two patients of a pseudo-pair) are stratified by modality
@@ -68,15 +69,19 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
     chance on validation. Within each stratum the units are shuffled, grouped by staining
     batch (the histology domain of pseudo-pairs) and shared out in proportion to
     ``fractions``, each split's units spread along that order so that every batch is spread
-    too; a stratum with at least as many units as there are non-empty splits gives each of
-    them at least one unit. Rounding left over by one stratum is carried into the next, so
-    small strata do not all round towards the largest split.
+    too; with ``one_per_stratum``, a stratum with at least as many units as there are
+    non-empty splits gives each of them at least one unit. Rounding left over by one stratum
+    is carried into the next, so small strata do not all round towards the largest split.
 
     Args:
         manifest: the records to split.
         fractions: relative sizes of the splits (normalised; zeros allowed).
         seed: seed of the :class:`numpy.random.Generator` shuffling each stratum.
         names: the split names, one per fraction.
+        one_per_stratum: give every stratum one unit of each split it can. Set it to False
+            for a small split beside a large one (an inner validation share) in a cohort of
+            small strata: there the rule, not ``fractions``, decides the sizes (strata of
+            two or three units put about half the cohort in the small split).
 
     Returns:
         A new manifest with the same records in the same order and ``split`` set.
@@ -94,7 +99,7 @@ def split_patients(manifest: Manifest, *, fractions: Sequence[float] = (0.7, 0.1
     # Sorted strata and units: the result depends on the seed and the data, not row order.
     for key in sorted(strata):
         units = _ordered_members(strata[key], records_of, rng)
-        counts, carry = _allocate(len(units), weights, carry)
+        counts, carry = _allocate(len(units), weights, carry, one_per_stratum)
         for unit, index in zip(units, _interleave(counts), strict=True):
             split_of_unit[unit] = names[index]
     return Manifest((r.with_(split=split_of_unit[_unit_of(r)]) for r in manifest),
@@ -171,12 +176,12 @@ def _interleave(counts: list[int]) -> list[int]:
     return order
 
 
-def _allocate(n: int, weights: list[float],
-              carry: list[float]) -> tuple[list[int], list[float]]:
+def _allocate(n: int, weights: list[float], carry: list[float],
+              one_per_stratum: bool = True) -> tuple[list[int], list[float]]:
     """Cut ``n`` units by ``weights``; ``carry`` is each split's rounding debt so far."""
     ideal = [n * w for w in weights]
     counts = [math.floor(x) for x in ideal]
-    if n >= sum(w > 0 for w in weights):
+    if one_per_stratum and n >= sum(w > 0 for w in weights):
         counts = [max(c, 1) if w > 0 else c for c, w in zip(counts, weights, strict=True)]
     want = [i + d for i, d in zip(ideal, carry, strict=True)]
     while sum(counts) > n:

@@ -54,7 +54,8 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: flo
                  group_of: Callable[[Record], str] | None = None
                  ) -> list[tuple[str, Manifest]]:
     """One manifest per fold: its held-out units as ``test``, the rest split by patient
-    into ``train`` and ``val`` (``val_fraction`` of them). Pairs unpaired manifests first.
+    into ``train`` and ``val`` (``val_fraction`` of them, in proportion across strata).
+    Pairs unpaired manifests first.
 
     The folds are ``k`` patient-grouped folds, or with ``group_of`` one fold per group of
     records (:func:`radpath.data.splits.group_folds`; ``k`` is then unused)."""
@@ -63,8 +64,10 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: flo
     splits = (patient_folds(manifest, k, seed=seed) if group_of is None
               else group_folds(manifest, group_of))
     for fold in splits:
+        # In proportion only: the one-unit-per-stratum rule would put about half of a cohort
+        # of small strata (H&E: 2-3 units each) in the inner validation split.
         inner = split_patients(fold.train, fractions=(1 - val_fraction, val_fraction),
-                               seed=seed, names=("train", "val"))
+                               seed=seed, names=("train", "val"), one_per_stratum=False)
         held_out = [r.with_(split="test") for r in fold.test]
         combined = Manifest([*inner, *held_out], source=manifest.source)
         check_leakage(combined)

@@ -59,6 +59,16 @@ def test_stratified_every_label_in_every_split() -> None:
             assert labels == set(LABELS), (name, modality)
 
 
+def test_small_strata_split_in_proportion_without_the_one_per_stratum_rule() -> None:
+    cohort = _cohort(24, 1)  # 6 strata of 4 units: the rule gives each stratum a val unit
+    fractions, names = (0.9, 0.1), ("train", "val")
+    ruled = Counter(r.split for r in split_patients(cohort, fractions=fractions, names=names))
+    assert ruled["val"] == 6
+    plain = split_patients(cohort, fractions=fractions, names=names, one_per_stratum=False)
+    assert Counter(r.split for r in plain) == {"train": 22, "val": 2}  # 2.4, rounded down
+    check_leakage(plain)
+
+
 def test_split_is_seeded_and_independent_of_row_order() -> None:
     manifest = _cohort()
     first = split_patients(manifest, seed=1)

@@ -27,6 +27,18 @@ def test_every_unit_is_held_out_once_and_never_trained_on(tiny_manifest) -> None
     assert all(len(names) == 1 for names in held_out.values())
 
 
+def test_inner_validation_share_follows_val_fraction(tiny_manifest) -> None:
+    # The tiny cohort's strata hold one or two units each: one unit of every stratum in the
+    # inner validation split would hold out about half of each fold's training units.
+    manifest = read_manifest(tiny_manifest)
+    for val_fraction in (0.15, 0.4):
+        for _, fold in cv_manifests(manifest, 3, seed=0, val_fraction=val_fraction):
+            units = {s: {r.pair_id or r.patient_id for r in fold if r.split == s}
+                     for s in ("train", "val")}
+            n = len(units["train"]) + len(units["val"])
+            assert abs(len(units["val"]) - val_fraction * n) <= 1, (val_fraction, units)
+
+
 def test_grouped_folds_hold_out_each_group_once(tiny_manifest) -> None:
     manifest = read_manifest(tiny_manifest)
 
