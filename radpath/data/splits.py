@@ -177,7 +177,7 @@ def _interleave(counts: list[int]) -> list[int]:
 
 
 def _allocate(n: int, weights: list[float], carry: list[float],
-              one_per_stratum: bool = True) -> tuple[list[int], list[float]]:
+              one_per_stratum: bool) -> tuple[list[int], list[float]]:
     """Cut ``n`` units by ``weights``; ``carry`` is each split's rounding debt so far."""
     ideal = [n * w for w in weights]
     counts = [math.floor(x) for x in ideal]
