@@ -118,6 +118,11 @@ def _check_fractions(fractions: Sequence[float], names: Sequence[str]) -> list[f
     return [f / total for f in fractions]
 
 
+def unit_count(manifest: Manifest) -> int:
+    """How many units :func:`split_patients` shares out (a pseudo-pair counts once)."""
+    return len(_units(manifest))
+
+
 def _unit_of(record: Record) -> str:
     # A pseudo-pair is split as one unit so that both partners land in the same split.
     if record.pairing == "pseudo" and record.pair_id:

@@ -25,7 +25,13 @@ from typing import Any
 from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest, Record, write_manifest
 from radpath.data.pairing import pairing_mode
-from radpath.data.splits import check_leakage, group_folds, patient_folds, split_patients
+from radpath.data.splits import (
+    check_leakage,
+    group_folds,
+    patient_folds,
+    split_patients,
+    unit_count,
+)
 from radpath.data.workflow import paired
 from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig
@@ -54,8 +60,8 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: flo
                  group_of: Callable[[Record], str] | None = None
                  ) -> list[tuple[str, Manifest]]:
     """One manifest per fold: its held-out units as ``test``, the rest split by patient
-    into ``train`` and ``val`` (``val_fraction`` of them, in proportion across strata).
-    Pairs unpaired manifests first.
+    into ``train`` and ``val`` (``val_fraction`` of them, in proportion across strata, and
+    at least one when the fold trains on two or more). Pairs unpaired manifests first.
 
     The folds are ``k`` patient-grouped folds, or with ``group_of`` one fold per group of
     records (:func:`radpath.data.splits.group_folds`; ``k`` is then unused)."""
@@ -66,7 +72,10 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: flo
     for fold in splits:
         # In proportion only: the one-unit-per-stratum rule would put about half of a cohort
         # of small strata (H&E: 2-3 units each) in the inner validation split.
-        inner = split_patients(fold.train, fractions=(1 - val_fraction, val_fraction),
+        # A fraction that rounds to no unit would leave nothing to select checkpoints on.
+        units = unit_count(fold.train)
+        share = max(val_fraction, 1 / units) if units >= 2 else val_fraction
+        inner = split_patients(fold.train, fractions=(1 - share, share),
                                seed=seed, names=("train", "val"), one_per_stratum=False)
         held_out = [r.with_(split="test") for r in fold.test]
         combined = Manifest([*inner, *held_out], source=manifest.source)

@@ -39,6 +39,17 @@ def test_inner_validation_share_follows_val_fraction(tiny_manifest) -> None:
             assert abs(len(units["val"]) - val_fraction * n) <= 1, (val_fraction, units)
 
 
+def test_a_val_fraction_too_small_for_one_unit_still_gives_one(tiny_manifest) -> None:
+    # A fold trains on a few dozen units at most: 1% of them rounds to none, and a fold
+    # without an inner validation unit cannot select or early-stop its checkpoints.
+    manifest = read_manifest(tiny_manifest)
+    for _, fold in cv_manifests(manifest, 3, seed=0, val_fraction=0.01):
+        units = {s: {r.pair_id or r.patient_id for r in fold if r.split == s}
+                 for s in ("train", "val")}
+        assert len(units["val"]) == 1, units
+        assert len(units["train"]) >= 1
+
+
 def test_grouped_folds_hold_out_each_group_once(tiny_manifest) -> None:
     manifest = read_manifest(tiny_manifest)
 
