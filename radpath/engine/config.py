@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from radpath.algorithms import ALGORITHMS
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.engine.data import DataConfig
 from radpath.errors import ConfigError
@@ -132,6 +133,39 @@ class TrainConfig(_Strict):
         return self
 
 
+def check_trainable(config: TrainConfig) -> None:
+    """Refuse, before any work, a config whose algorithm cannot train as its name says.
+
+    Not a validation rule: a run folder trained under an older check must stay loadable.
+
+    Raises:
+        ConfigError: an unknown ``algorithm.name``, or one that mixes token statistics
+            (MixStyle) with no ``model.backbone.mixstyle_layers`` to mix after: MixStyle
+            would never run, and the run would be plain ERM under another name.
+    """
+    name = config.algorithm.name
+    if name not in ALGORITHMS:
+        raise ConfigError(f"algorithm.name: unknown algorithm '{name}'; known: "
+                          f"{', '.join(ALGORITHMS.names())}")
+    if ALGORITHMS.get(name).uses_mixstyle and not config.model.backbone.mixstyle_layers:
+        raise ConfigError(f"algorithm.name '{name}' mixes token statistics (MixStyle), but "
+                          f"model.backbone.mixstyle_layers is empty: list the shallow blocks "
+                          f"to mix after, e.g. [0]")
+
+
+def with_algorithm(config: TrainConfig, name: str) -> TrainConfig:
+    """``config`` with ``algorithm.name`` set to ``name``, checked with
+    :func:`check_trainable` (the protocols train several algorithms from one config).
+
+    Raises:
+        ConfigError: naming the key and what was expected.
+    """
+    switched = config.model_copy(update={
+        "algorithm": config.algorithm.model_copy(update={"name": name})})
+    check_trainable(switched)
+    return switched
+
+
 def _backbone_patch(name: str) -> int:
     return BACKBONES.get(name)()["patch_size"]
 
@@ -167,7 +201,10 @@ def validate_config(raw: dict[str, Any], *, source: str = "config") -> TrainConf
             given = error.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
             # A check across sections has no single key: its message names the keys.
-            problems.append(f"{key}: {error['msg']}{shown}" if key else error["msg"])
+            # Our own checks raise ValueError: their text, without pydantic's prefix.
+            message = (str(error["ctx"]["error"]) if error["type"] == "value_error"
+                       else error["msg"])
+            problems.append(f"{key}: {message}{shown}" if key else message)
         raise ConfigError(f"{source}: invalid settings:\n  " + "\n  ".join(problems)) from None
 
 

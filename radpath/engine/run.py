@@ -36,7 +36,7 @@ from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
 from radpath.data.splits import check_leakage, split_patients
 from radpath.data.workflow import read_paired
-from radpath.engine.config import TrainConfig, dump_config
+from radpath.engine.config import TrainConfig, check_trainable, dump_config
 from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.pretrain import pretrain_backbone
@@ -105,6 +105,7 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
           resume: bool = False, callbacks: Sequence[Callback] = (),
           workers: int | None = None) -> RunResult:
     """Train ``config`` on ``manifests`` into the run folder ``out``."""
+    check_trainable(config)
     started = time.perf_counter()
     out = Path(out)
     last = out / "checkpoints" / "last.ckpt"

@@ -34,7 +34,7 @@ from radpath.data.splits import (
 )
 from radpath.data.workflow import paired
 from radpath.engine.checkpoint import load_run
-from radpath.engine.config import TrainConfig
+from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset, count_grades
 from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
@@ -104,12 +104,13 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
     folds = cv_manifests(manifest, k, seed=config.seed, val_fraction=val_fraction,
                          group_of=group_of)
     config = _grades_of_cohort(config, manifest)
+    # Every algorithm's config checked before the first fold trains.
+    settings_of = {name: with_algorithm(config, name) for name in algorithms}
     results: dict[str, list[FoldPredictions]] = {name: [] for name in algorithms}
     for name, fold_manifest in folds:
         fold_csv = write_manifest(fold_manifest, out / name / "manifest.csv")
         for algorithm in algorithms:
-            settings = config.model_copy(update={
-                "algorithm": config.algorithm.model_copy(update={"name": algorithm})})
+            settings = settings_of[algorithm]
             run_dir = out / name / algorithm
             train(settings, [fold_csv], run_dir, workers=workers)
             results[algorithm].append(_predict_fold(name, run_dir, fold_manifest, checkpoint))

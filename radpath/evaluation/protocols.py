@@ -24,7 +24,7 @@ from radpath.data.manifest import Manifest, write_manifest
 from radpath.data.pairing import pair_modalities
 from radpath.data.splits import lodo_folds, split_patients
 from radpath.engine.checkpoint import load_run
-from radpath.engine.config import TrainConfig
+from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset
 from radpath.engine.run import train
 from radpath.errors import RadpathError
@@ -77,13 +77,14 @@ def run_lodo(config: TrainConfig, manifest: Manifest, out: str | Path, *,
              holdout: Sequence[str] = (), workers: int | None = None) -> list[dict[str, Any]]:
     """Train and evaluate every algorithm on every fold; write ``lodo.json`` and ``lodo.md``."""
     out = Path(out)
+    # Every algorithm's config checked before the first fold trains.
+    settings_of = {name: with_algorithm(config, name) for name in algorithms}
     rows: list[dict[str, Any]] = []
     for fold in make_lodo_folds(manifest, column=column, holdout=holdout, seed=config.seed):
         fold_dir = out / safe_name(fold.name)
         train_csv = write_manifest(fold.train, fold_dir / "train.csv")
         for name in algorithms:
-            settings = config.model_copy(update={
-                "algorithm": config.algorithm.model_copy(update={"name": name})})
+            settings = settings_of[name]
             train(settings, [train_csv], fold_dir / name, workers=workers)
             run = load_run(fold_dir / name)
             vocabulary = run.record.get("domains", [])

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from radpath.engine.config import load_config
+from radpath.engine.config import check_trainable, load_config, with_algorithm
 from radpath.engine.module import lr_factor
+from radpath.engine.run import train
 from radpath.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +36,33 @@ def test_patch_size_defaults_to_the_backbones(backbone, patch):
 def test_a_patch_size_the_backbone_does_not_have_is_refused():
     with pytest.raises(ConfigError, match=r"data\.patch_size \(16\).*vit_test.*\(8\)"):
         load_config(REPO / "configs" / "tiny.yaml", ["data.patch_size=16"])
+
+
+@pytest.mark.parametrize("algorithm", ["mixstyle", "paper"])
+def test_mixstyle_without_blocks_to_mix_after_is_refused(algorithm, tmp_path):
+    # Default backbone: no mixstyle_layers, so MixStyle would silently never run. Refused
+    # by train() before it reads a manifest; the config itself still loads (old run
+    # folders must stay readable).
+    config = load_config(None, [f"algorithm.name={algorithm}"])
+    with pytest.raises(ConfigError, match=rf"'{algorithm}'.*mixstyle_layers is empty"):
+        train(config, [tmp_path / "absent.csv"], tmp_path / "run")
+    check_trainable(load_config(None, [f"algorithm.name={algorithm}",
+                                       "model.backbone.mixstyle_layers=[0]"]))
+
+
+def test_an_unknown_algorithm_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'ermm'; known: coral, erm"):
+        check_trainable(load_config(None, ["algorithm.name=ermm"]))
+
+
+def test_switching_algorithm_checks_the_new_one():
+    # The CV and LODO protocols train each algorithm of one config: each is checked.
+    config = load_config(REPO / "configs" / "real-cpu.yaml", ["model.backbone.mixstyle_layers=[]"])
+    switched = with_algorithm(config, "irm")
+    assert switched.algorithm.name == "irm"
+    assert switched.model_dump(exclude={"algorithm"}) == config.model_dump(exclude={"algorithm"})
+    with pytest.raises(ConfigError, match=r"'paper'.*mixstyle_layers"):
+        with_algorithm(config, "paper")
 
 
 def test_lr_factor_warms_up_then_decays_or_holds():
