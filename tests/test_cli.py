@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radpath.cli.main import _register_commands, app
+from radpath.data.manifest import read_manifest
 from tests.conftest import REPO_ROOT
 
 runner = CliRunner()
@@ -56,14 +57,28 @@ def test_benchmark_cross_validation_command(tiny_manifest, tmp_path):
         "benchmark", "--protocol", "cv", "--folds", "2", "--algorithms", "erm",
         "--manifest", str(tiny_manifest), "--out", str(tmp_path / "cv"),
         "--config", str(REPO_ROOT / "configs" / "tiny.yaml"),
-        "--checkpoint", "last", "--set", "optim.epochs=1",
+        "--checkpoint", "last", "--val-fraction", "0.4", "--set", "optim.epochs=1",
         "--set", f"data.cache_dir={tmp_path / 'cache'}", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "2-fold cross-validation" in result.output and "checkpoint: last epoch" in result.output
     assert "| erm | mammo |" in result.output
+    for fold in ("fold-1", "fold-2"):
+        fold_manifest = read_manifest(tmp_path / "cv" / fold / "manifest.csv")
+        units = {s: {r.pair_id or r.patient_id for r in fold_manifest if r.split == s}
+                 for s in ("train", "val")}
+        # 4 or 5 training units a fold: 2 in validation at 0.4, 1 at the default 0.15.
+        assert len(units["val"]) == round(0.4 * sum(map(len, units.values()))) == 2, units
     refused = runner.invoke(app, ["benchmark", "--protocol", "cv", "--adapt", "tent",
                                   "--manifest", str(tiny_manifest), "--out", str(tmp_path)])
     assert refused.exit_code != 0 and "--protocol lodo" in str(refused.exception)
+    for option, message in (("0", "between 0 and 1"), ("1.5", "between 0 and 1")):
+        refused = runner.invoke(app, ["benchmark", "--protocol", "cv", "--val-fraction",
+                                      option, "--manifest", str(tiny_manifest),
+                                      "--out", str(tmp_path)])
+        assert refused.exit_code != 0 and message in str(refused.exception), option
+    refused = runner.invoke(app, ["benchmark", "--val-fraction", "0.2", "--manifest",
+                                  str(tiny_manifest), "--out", str(tmp_path)])
+    assert refused.exit_code != 0 and "--protocol cv" in str(refused.exception)
 
 
 def test_benchmark_cross_validation_by_column(tiny_manifest, tmp_path):

@@ -25,6 +25,10 @@ def benchmark(
                                             "tested once and the predictions pooled.")] = "",
     checkpoint: Annotated[str, typer.Option(help="best or last: the weights --protocol cv "
                                                  "predicts with.")] = "best",
+    val_fraction: Annotated[float | None, typer.Option(
+        help="--protocol cv only: share of each fold's training units held out as its "
+             "inner validation split, in proportion across strata, at least one unit "
+             "[default: 0.15].")] = None,
     algorithms: Annotated[str, typer.Option(help="Comma-separated algorithms.")] = "erm,paper",
     adapt: Annotated[str, typer.Option(help="Comma-separated adaptations on unseen domains "
                                             "(none, tent, sar, causal).")] = "none",
@@ -48,6 +52,9 @@ def benchmark(
                           f"--split test'); got {protocol!r}")
     if group and protocol != "cv":
         raise ConfigError("--group belongs to --protocol cv (lodo folds by --column)")
+    if val_fraction is not None and protocol != "cv":
+        raise ConfigError("--val-fraction belongs to --protocol cv (lodo splits the seen "
+                          "domains by the config's split.fractions)")
     if protocol == "cv" and (adapt != "none" or holdout):
         raise ConfigError("--adapt and --holdout belong to --protocol lodo; cross-validation "
                           "tests in-distribution held-out patients")
@@ -56,6 +63,7 @@ def benchmark(
     if protocol == "cv":
         run_cv(settings, records, out, k=folds, algorithms=_names(algorithms),
                checkpoint=checkpoint, workers=workers,
+               val_fraction=0.15 if val_fraction is None else val_fraction,
                group_of=manifest_column(group) if group else None)
     else:
         run_lodo(settings, records, out, algorithms=_names(algorithms),

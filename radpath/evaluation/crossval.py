@@ -100,6 +100,9 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
     """
     if checkpoint not in ("best", "last"):
         raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got "
+                          f"{val_fraction!r}")
     out = Path(out)
     folds = cv_manifests(manifest, k, seed=config.seed, val_fraction=val_fraction,
                          group_of=group_of)

@@ -90,7 +90,9 @@ class BackboneConfig(pydantic.BaseModel):
             block's ``qkv``, or none.
         adapter_dim: bottleneck width, or LoRA rank.
         mixstyle_layers: block indices after which a MixStyle module (when one is passed
-            to the forward pass) mixes token statistics.
+            to the forward pass, by ``mixstyle`` and ``paper``) mixes token statistics;
+            the first block by default: shallow features carry style (stain, exposure)
+            rather than content (Zhou et al. 2021).
         drop_path: stochastic depth rate of the last block.
         pretrained: a local ``.safetensors``/``.pth``/``.pt`` file, or ``timm:NAME`` /
             ``hf-hub:NAME`` to let timm download weights (needs network access).
@@ -104,7 +106,7 @@ class BackboneConfig(pydantic.BaseModel):
     shared: bool = True
     adapter: Literal["bottleneck", "lora", "none"] = "bottleneck"
     adapter_dim: int = pydantic.Field(16, ge=1)
-    mixstyle_layers: tuple[int, ...] = ()
+    mixstyle_layers: tuple[int, ...] = (0,)
     drop_path: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
     pretrained: str | None = None
 

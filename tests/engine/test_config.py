@@ -40,14 +40,13 @@ def test_a_patch_size_the_backbone_does_not_have_is_refused():
 
 @pytest.mark.parametrize("algorithm", ["mixstyle", "paper"])
 def test_mixstyle_without_blocks_to_mix_after_is_refused(algorithm, tmp_path):
-    # Default backbone: no mixstyle_layers, so MixStyle would silently never run. Refused
-    # by train() before it reads a manifest; the config itself still loads (old run
-    # folders must stay readable).
-    config = load_config(None, [f"algorithm.name={algorithm}"])
+    # No block to mix after, so MixStyle would silently never run. Refused by train()
+    # before it reads a manifest; the config itself still loads (old run folders must
+    # stay readable).
+    config = load_config(None, [f"algorithm.name={algorithm}", "model.backbone.mixstyle_layers=[]"])
     with pytest.raises(ConfigError, match=rf"'{algorithm}'.*mixstyle_layers is empty"):
         train(config, [tmp_path / "absent.csv"], tmp_path / "run")
-    check_trainable(load_config(None, [f"algorithm.name={algorithm}",
-                                       "model.backbone.mixstyle_layers=[0]"]))
+    check_trainable(load_config(None, [f"algorithm.name={algorithm}"]))  # default: block 0
 
 
 def test_an_unknown_algorithm_is_refused_with_the_known_ones():
@@ -57,7 +56,8 @@ def test_an_unknown_algorithm_is_refused_with_the_known_ones():
 
 def test_switching_algorithm_checks_the_new_one():
     # The CV and LODO protocols train each algorithm of one config: each is checked.
-    config = load_config(REPO / "configs" / "real-cpu.yaml", ["model.backbone.mixstyle_layers=[]"])
+    config = load_config(REPO / "configs" / "real-cpu.yaml",
+                         ["model.backbone.mixstyle_layers=[]"])
     switched = with_algorithm(config, "irm")
     assert switched.algorithm.name == "irm"
     assert switched.model_dump(exclude={"algorithm"}) == config.model_dump(exclude={"algorithm"})
