@@ -54,7 +54,7 @@ def benchmark(
         raise ConfigError("--group belongs to --protocol cv (lodo folds by --column)")
     if val_fraction is not None and protocol != "cv":
         raise ConfigError("--val-fraction belongs to --protocol cv (lodo splits the seen "
-                          "domains by the config's split.fractions)")
+                          "domains' patients 0.6 / 0.2 / 0.2 into train, val and test)")
     if protocol == "cv" and (adapt != "none" or holdout):
         raise ConfigError("--adapt and --holdout belong to --protocol lodo; cross-validation "
                           "tests in-distribution held-out patients")
