@@ -338,10 +338,12 @@ def _quarter_tiles(record: Record) -> torch.Tensor:
 def tissue_fraction(fold: Fold) -> np.ndarray:
     """Nothing learnt: the share of a unit's image area that the tissue mask tiling uses
     calls tissue (the mean over its images). Malignant fields are denser."""
-    return np.array([np.mean([_tissue_share(r) for r in u.histo]) for u in fold.test])
+    return np.array([np.mean([tissue_share(r) for r in u.histo]) for u in fold.test])
 
 
-def _tissue_share(record: Record) -> float:
+def tissue_share(record: Record) -> float:
+    """The share of ``record``'s image that :func:`radpath.data.histo.tissue_mask` calls
+    tissue (memoised per image)."""
     key = ("tissue", record.image_id)
     if key not in _STATISTICS:
         _STATISTICS[key] = np.array(tissue_mask(read_image(record.path).pixels).mean())
