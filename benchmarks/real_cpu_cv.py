@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
-from radpath.evaluation.crossval import run_cv
+from radpath.evaluation.crossval import VAL_FRACTION, run_cv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3, help="folds of patient-grouped CV")
     parser.add_argument("--algorithms", default="erm")
     parser.add_argument("--modality", choices=tuple(MODALITY_SOURCES), default="both")
-    parser.add_argument("--val-fraction", type=float, default=0.15,
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                         help="share of each fold's training units held out as its inner "
                              "validation split (only reported on: predictions use the last "
                              "epoch; the baselines train on all of them), drawn in "
@@ -73,9 +74,11 @@ def main() -> None:
     pairing = ("pseudo-pairs are label-matched units of different patients." if both
                else "one modality only, so no pairs.")
     started = time.perf_counter()
+    manifest = real_manifest(args.work, MODALITY_SOURCES[args.modality])
     sections, pooled = [], {}
     for seed in args.seeds or [None]:
-        used_seed, rows, summary = _cross_validate(args, seed, args.work / f"cv{suffix}")
+        used_seed, rows, summary = _cross_validate(args, manifest, seed,
+                                                   args.work / f"cv{suffix}")
         pooled[used_seed] = _pooled_aucs(rows)
         heading = [f"## seed {used_seed}", ""] if args.seeds else []
         sections += [*heading, summary]
@@ -93,8 +96,8 @@ def main() -> None:
     print(table)
 
 
-def _cross_validate(args: argparse.Namespace, seed: int | None, out: Path
-                    ) -> tuple[int, list[dict], str]:
+def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | None,
+                    out: Path) -> tuple[int, list[dict], str]:
     """One cross-validation of real-cpu with ``seed`` (None: the config's), in
     ``out/seed-SEED`` (``out`` itself for None): the seed, the metric rows, cv.md."""
     overrides = [*args.overrides, *([f"seed={seed}"] if seed is not None else [])]
@@ -103,8 +106,8 @@ def _cross_validate(args: argparse.Namespace, seed: int | None, out: Path
                           *overrides])
     if seed is not None:
         out = out / f"seed-{seed}"
-    rows = run_cv(config, real_manifest(args.work, MODALITY_SOURCES[args.modality]), out,
-                  k=args.folds, algorithms=tuple(args.algorithms.split(",")), checkpoint="last",
+    rows = run_cv(config, manifest, out, k=args.folds,
+                  algorithms=tuple(args.algorithms.split(",")), checkpoint="last",
                   val_fraction=args.val_fraction, group_of=FOLD_GROUPS[args.group])
     return config.seed, rows, (out / "cv.md").read_text()
 

@@ -44,7 +44,7 @@ def benchmark(
     from radpath.data.workflow import combine
     from radpath.engine.config import load_config
     from radpath.errors import ConfigError
-    from radpath.evaluation.crossval import run_cv
+    from radpath.evaluation.crossval import VAL_FRACTION, run_cv
     from radpath.evaluation.protocols import run_lodo
 
     if protocol not in ("lodo", "cv"):
@@ -63,7 +63,7 @@ def benchmark(
     if protocol == "cv":
         run_cv(settings, records, out, k=folds, algorithms=_names(algorithms),
                checkpoint=checkpoint, workers=workers,
-               val_fraction=0.15 if val_fraction is None else val_fraction,
+               val_fraction=VAL_FRACTION if val_fraction is None else val_fraction,
                group_of=manifest_column(group) if group else None)
     else:
         run_lodo(settings, records, out, algorithms=_names(algorithms),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from radpath.algorithms import ALGORITHMS
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.engine.data import DataConfig
-from radpath.errors import ConfigError
+from radpath.errors import ConfigError, RadpathError
 from radpath.models.backbone import BACKBONES, BackboneConfig
 from radpath.models.crossmodal import ModelConfig
 
@@ -144,10 +144,11 @@ def check_trainable(config: TrainConfig) -> None:
             would never run, and the run would be plain ERM under another name.
     """
     name = config.algorithm.name
-    if name not in ALGORITHMS:
-        raise ConfigError(f"algorithm.name: unknown algorithm '{name}'; known: "
-                          f"{', '.join(ALGORITHMS.names())}")
-    if ALGORITHMS.get(name).uses_mixstyle and not config.model.backbone.mixstyle_layers:
+    try:
+        algorithm = ALGORITHMS.get(name)
+    except RadpathError as exc:  # the registry's message lists the known names
+        raise ConfigError(f"algorithm.name: {exc}") from None
+    if algorithm.uses_mixstyle and not config.model.backbone.mixstyle_layers:
         raise ConfigError(f"algorithm.name '{name}' mixes token statistics (MixStyle), but "
                           f"model.backbone.mixstyle_layers is empty: list the shallow blocks "
                           f"to mix after, e.g. [0]")

@@ -45,6 +45,8 @@ from radpath.evaluation.protocols import format_estimate, malignancy_auc, withou
 from radpath.evaluation.report import write_report
 
 MODALITIES = ("mammo", "histo", "fused")
+# Share of a fold's training units kept aside to select checkpoints on.
+VAL_FRACTION = 0.15
 
 
 @dataclass
@@ -56,7 +58,7 @@ class FoldPredictions:
     val: UnitPredictions
 
 
-def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: float = 0.15,
+def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: float = VAL_FRACTION,
                  group_of: Callable[[Record], str] | None = None
                  ) -> list[tuple[str, Manifest]]:
     """One manifest per fold: its held-out units as ``test``, the rest split by patient
@@ -85,7 +87,7 @@ def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: flo
 
 
 def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int = 3,
-           algorithms: Sequence[str] = ("erm",), val_fraction: float = 0.15,
+           algorithms: Sequence[str] = ("erm",), val_fraction: float = VAL_FRACTION,
            checkpoint: str = "best", workers: int | None = None,
            n_boot: int = 1000, group_of: Callable[[Record], str] | None = None,
            ) -> list[dict[str, Any]]:
