@@ -45,6 +45,16 @@ def test_update_returns_finite_floats_and_changes_parameters(name: str) -> None:
     assert int(algorithm.steps_done) == 1
 
 
+def test_update_trains_every_module_even_when_only_one_was_in_eval_mode() -> None:
+    algorithm = tiny_algorithm("erm")
+    algorithm.model.heads["fused"].eval()  # the top module still says training
+    algorithm.update(random_batch())
+    assert all(m.training for m in algorithm.modules())
+    algorithm.eval()
+    algorithm.update(random_batch())
+    assert all(m.training for m in algorithm.modules())
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("training", [True, False])
 def test_predict_gives_probabilities_and_keeps_the_mode(name: str, training: bool) -> None:
