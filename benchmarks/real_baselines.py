@@ -31,9 +31,10 @@ scored on its held-out units:
 - ``histo``, ``tile-vit``: the same timm ViT shape on 64-px tiles (patch 8), every tile
   trained with its image's label; a unit's score is its mean tile logit.
 - ``histo``, ``tile-vit-quarter``: the same at a quarter of the resolution (64-px tiles
-  overlapping by three quarters, every one with at least a quarter tissue, from the
-  source image rather than the cache): the view of tissue architecture a pathologist
-  takes at low power.
+  overlapping by three quarters, every one with at least a quarter tissue: the recipe's
+  preprocessing and cache under :data:`QUARTER_TILES`, so the recipe trained with those
+  overrides sees the same tiles): the view of tissue architecture a pathologist takes at
+  low power.
 
 Seed ``s`` makes the folds of ``real_cpu_cv.py --set seed=s`` and seeds the baseline, so
 seed 0 sits next to the recipe's table. Output: benchmarks/results/real_baselines.md.
@@ -67,7 +68,7 @@ from sklearn.preprocessing import StandardScaler
 from timm.models.vision_transformer import VisionTransformer
 
 from radpath.data.cache import ArrayCache
-from radpath.data.histo import tile_image, tissue_mask
+from radpath.data.histo import tissue_mask
 from radpath.data.io import read_image
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor, load_cached
@@ -88,11 +89,15 @@ from real_data import (
     real_manifest,
 )
 
-# Per-image arrays (hand-made statistics, quarter-resolution tiles) depend on the image
-# alone, not on the fold or seed: computed once.
+# Per-image arrays (hand-made statistics) depend on the image alone, not on the fold or
+# seed: computed once.
 _STATISTICS: dict[tuple[str, str], np.ndarray] = {}
 LESION_FEATURES = 25  # length of _lesion_statistics
 WINDOW = 64  # side of lesion-windows' windows, in pixels of the cached film
+# tile-vit-quarter's preprocessing: every 64-px tile of at least a quarter tissue of the
+# image at a quarter of its resolution, overlapping by 3/4 (256 exceeds any image's count).
+QUARTER_TILES = ("data.preprocess.histo.scale=0.25", "data.preprocess.histo.stride=16",
+                 "data.preprocess.histo.min_tissue=0.25", "data.preprocess.max_tiles=256")
 
 
 @dataclass
@@ -104,6 +109,7 @@ class Fold:
     pixels: Callable[[Record], np.ndarray]
     seed: int
     lesions: Callable[[Record], np.ndarray]
+    quarter_tiles: Callable[[Record], np.ndarray]
 
 
 def malignant(unit: Unit) -> float:
@@ -307,7 +313,7 @@ def tile_vit(fold: Fold) -> np.ndarray:
 def tile_vit_quarter(fold: Fold) -> np.ndarray:
     """The tile ViT at a quarter of the resolution (a 64-px tile spans 256 source pixels:
     tissue architecture rather than nuclei), on every overlapping tile of the image."""
-    return _tile_vit(fold, _quarter_tiles, epochs=30)
+    return _tile_vit(fold, lambda r: tile_tensor(fold.quarter_tiles(r)), epochs=30)
 
 
 def _tile_vit(fold: Fold, tiles_of: Callable[[Record], torch.Tensor], epochs: int
@@ -320,19 +326,6 @@ def _tile_vit(fold: Fold, tiles_of: Callable[[Record], torch.Tensor], epochs: in
     with torch.no_grad():
         return np.array([float(torch.cat([net(tiles_of(r)) for r in u.histo]).mean())
                          for u in fold.test])
-
-
-def _quarter_tiles(record: Record) -> torch.Tensor:
-    key = ("quarter", record.image_id)
-    if key not in _STATISTICS:
-        rgb = read_image(record.path).pixels
-        small = cv2.resize(rgb, (rgb.shape[1] // 4, rgb.shape[0] // 4),
-                           interpolation=cv2.INTER_AREA)
-        # A sparse field keeps its partly-glass tiles: how much is tissue is part of the view.
-        tiles = (tile_image(small, tile_size=64, stride=16, min_tissue=0.25)
-                 or tile_image(small, tile_size=64, stride=16, min_tissue=0.0))
-        _STATISTICS[key] = np.stack([t.image for t in tiles])
-    return tile_tensor(_STATISTICS[key])
 
 
 def tissue_fraction(fold: Fold) -> np.ndarray:
@@ -424,17 +417,20 @@ BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features,
 
 
 # ---------------------------------------------------------------- protocol
-def folds_of(config: TrainConfig, modality: str, work: Path, seed: int, by: str = "patient"
-             ) -> list[Fold]:
+def folds_of(config: TrainConfig, quarter: TrainConfig, modality: str, work: Path, seed: int,
+             by: str = "patient") -> list[Fold]:
     """The folds ``real_cpu_cv.py --modality MODALITY --set seed=SEED [--group batch]``
-    trains on (its training and inner-validation units are a baseline's training units)."""
+    trains on (its training and inner-validation units are a baseline's training units);
+    ``quarter`` is ``config`` under :data:`QUARTER_TILES`."""
     pixels, lesions = pixel_reader(config), lesion_reader(config)
+    quarter_tiles = raster_tiles(quarter)
     manifest = real_manifest(work, MODALITY_SOURCES[modality])
     folds = []
     for _, fold in cv_manifests(manifest, 3, seed=seed, group_of=FOLD_GROUPS[by]):
         units = {split: PatientBagDataset(fold, config.data, split=split).units
                  for split in ("train", "val", "test")}
-        folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed, lesions))
+        folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed, lesions,
+                          quarter_tiles))
     return folds
 
 
@@ -442,6 +438,21 @@ def pixel_reader(config: TrainConfig) -> Callable[[Record], np.ndarray]:
     """A record's preprocessed pixels, from the recipe's cache."""
     arrays = _array_reader(config)
     return lambda record: arrays(record)["image"]
+
+
+def raster_tiles(config: TrainConfig) -> Callable[[Record], np.ndarray]:
+    """An H&E record's cached tiles in raster order (rows, then columns), the order tiling
+    yields them, rather than the cache's richest-first. The order decides which tiles share
+    a baseline's shuffled batches; raster order is the one its recorded figures were made
+    with (from its own tiling of the source image, which gave these same tiles)."""
+    arrays = _array_reader(config)
+
+    def ordered(record: Record) -> np.ndarray:
+        found = arrays(record)
+        x, y = found["tile_xy"][:, 0], found["tile_xy"][:, 1]
+        return found["image"][np.lexsort((x, y))]
+
+    return ordered
 
 
 def lesion_reader(config: TrainConfig) -> Callable[[Record], np.ndarray]:
@@ -482,14 +493,15 @@ def main() -> None:
     args = parser.parse_args()
     modalities = args.modality or (("histo",) if args.group == "batch" else tuple(BASELINES))
     suffix = check_group(parser, args.group, modalities)
-    config = load_config(REPO / "configs" / "real-cpu.yaml",
-                         [f"data.cache_dir={args.work / 'cache'}"])
+    recipe, cache = REPO / "configs" / "real-cpu.yaml", f"data.cache_dir={args.work / 'cache'}"
+    config = load_config(recipe, [cache])
+    quarter = load_config(recipe, [cache, *QUARTER_TILES])
     started = time.perf_counter()
     lines = ["| modality | baseline | seed 0: pooled AUC [95% CI] | "
              f"mean ± sd over {args.seeds} seed{'s' * (args.seeds > 1)} | per seed |",
              "|---|---|---|---|---|"]
     for modality in modalities:
-        folds = {s: folds_of(config, modality, args.work, s, args.group)
+        folds = {s: folds_of(config, quarter, modality, args.work, s, args.group)
                  for s in range(args.seeds)}
         for name, baseline in BASELINES[modality].items():
             if args.baseline and name not in args.baseline:
