@@ -429,8 +429,10 @@ def folds_of(config: TrainConfig, quarter: TrainConfig, modality: str, work: Pat
     for _, fold in cv_manifests(manifest, 3, seed=seed, group_of=FOLD_GROUPS[by]):
         units = {split: PatientBagDataset(fold, config.data, split=split).units
                  for split in ("train", "val", "test")}
-        folds.append(Fold(units["train"] + units["val"], units["test"], pixels, seed, lesions,
-                          quarter_tiles))
+        # In unit order, so that how the recipe splits off its inner validation units
+        # (which baselines train on too) cannot reorder, and so change, a baseline's batches.
+        train = sorted(units["train"] + units["val"], key=lambda unit: unit.unit_id)
+        folds.append(Fold(train, units["test"], pixels, seed, lesions, quarter_tiles))
     return folds
 
 
