@@ -444,9 +444,8 @@ def pixel_reader(config: TrainConfig) -> Callable[[Record], np.ndarray]:
 
 def raster_tiles(config: TrainConfig) -> Callable[[Record], np.ndarray]:
     """An H&E record's cached tiles in raster order (rows, then columns), the order tiling
-    yields them, rather than the cache's richest-first. The order decides which tiles share
-    a baseline's shuffled batches; raster order is the one its recorded figures were made
-    with (from its own tiling of the source image, which gave these same tiles)."""
+    yields them, rather than the cache's richest-first: the order decides which tiles share
+    a baseline's shuffled batches, so it is kept apart from how the cache ranks tiles."""
     arrays = _array_reader(config)
 
     def ordered(record: Record) -> np.ndarray:
