@@ -45,6 +45,7 @@ from real_data import (
     add_group_option,
     check_group,
     real_manifest,
+    seed_list,
 )
 
 
@@ -59,7 +60,7 @@ def main() -> None:
                              "validation split (only reported on: predictions use the last "
                              "epoch; the baselines train on all of them), drawn in "
                              "proportion across the strata")
-    parser.add_argument("--seeds", type=_seed_list, default=None,
+    parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated seeds, one cross-validation each (folds and "
                              "training), summarised as mean ± sd; default: the config's")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
@@ -110,14 +111,6 @@ def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | No
                   algorithms=tuple(args.algorithms.split(",")), checkpoint="last",
                   val_fraction=args.val_fraction, group_of=FOLD_GROUPS[args.group])
     return config.seed, rows, (out / "cv.md").read_text()
-
-
-def _seed_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
 
 
 def _pooled_aucs(rows: list[dict]) -> dict[tuple[str, str], float]:

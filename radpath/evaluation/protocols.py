@@ -155,14 +155,26 @@ def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Mean unseen AUC and mean gap per algorithm and adaptation, over folds."""
     lines = ["| algorithm | adaptation | mean unseen AUC | mean gap | folds |",
              "|---|---|---|---|---|"]
-    keys = sorted({(r["algorithm"], r["adaptation"]) for r in rows})
-    for algorithm, adapt in keys:
-        chosen = [r for r in rows if (r["algorithm"], r["adaptation"]) == (algorithm, adapt)]
-        unseen = [r["unseen"]["value"] for r in chosen if not math.isnan(r["unseen"]["value"])]
-        gaps = [r["gap"] for r in chosen if not math.isnan(r["gap"])]
-        lines.append(f"| {algorithm} | {adapt} | {_num(np.mean(unseen) if unseen else math.nan)}"
-                     f" | {_num(np.mean(gaps) if gaps else math.nan)} | {len(chosen)} |")
+    for (algorithm, adapt), (unseen, gap, folds) in summary_of(rows).items():
+        lines.append(f"| {algorithm} | {adapt} | {_num(unseen)} | {_num(gap)} | {folds} |")
     return lines
+
+
+def summary_of(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(mean unseen AUC, mean gap, rows) over the folds and modalities of each (algorithm,
+    adaptation), sorted; undefined AUCs (one class) are left out of the means."""
+    summary = {}
+    for key in sorted({(r["algorithm"], r["adaptation"]) for r in rows}):
+        chosen = [r for r in rows if (r["algorithm"], r["adaptation"]) == key]
+        unseen = [r["unseen"]["value"] for r in chosen if not _undefined(r["unseen"]["value"])]
+        gaps = [r["gap"] for r in chosen if not _undefined(r["gap"])]
+        summary[key] = (float(np.mean(unseen)) if unseen else math.nan,
+                        float(np.mean(gaps)) if gaps else math.nan, len(chosen))
+    return summary
+
+
+def _undefined(x: float | None) -> bool:
+    return x is None or math.isnan(x)
 
 
 def format_estimate(estimate: dict[str, Any]) -> str:

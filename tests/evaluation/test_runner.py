@@ -5,7 +5,7 @@ import json
 import pytest
 
 from radpath.data.manifest import read_manifest
-from radpath.evaluation.protocols import run_lodo
+from radpath.evaluation.protocols import run_lodo, summary_lines, summary_of
 from radpath.evaluation.runner import evaluate_run
 
 KEYS = {"task", "modality", "domain", "metric", "value", "ci_low", "ci_high", "n"}
@@ -46,3 +46,19 @@ def test_lodo_writes_comparison_tables(tiny_manifest, tiny_config, tmp_path):
     assert "site-a" in table and "DeLong" in table
     stored = json.loads((tmp_path / "lodo" / "lodo.json").read_text())
     assert all(r["algorithm"] == "erm" or "delong_p_vs_erm" in r for r in stored)
+
+
+def _lodo_row(algorithm, unseen, gap):
+    return {"algorithm": algorithm, "adaptation": "none", "unseen": {"value": unseen},
+            "gap": gap}
+
+
+def test_lodo_summary_leaves_undefined_aucs_out_of_the_means():
+    # NaN in fresh rows and None in rows read back from JSON both mean "one class present".
+    rows = [_lodo_row("paper", 0.8, 0.1), _lodo_row("erm", 0.6, 0.3),
+            _lodo_row("erm", float("nan"), float("nan")), _lodo_row("erm", 0.4, None)]
+    summary = summary_of(rows)
+    assert list(summary) == [("erm", "none"), ("paper", "none")]
+    assert summary[("erm", "none")] == pytest.approx((0.5, 0.3, 3))
+    assert summary[("paper", "none")] == pytest.approx((0.8, 0.1, 1))
+    assert "| erm | none | 0.500 | 0.300 | 3 |" in summary_lines(rows)
