@@ -67,6 +67,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from timm.models.vision_transformer import VisionTransformer
 
+from radpath.atomic import atomic_path
 from radpath.data.cache import ArrayCache
 from radpath.data.histo import tissue_mask
 from radpath.data.io import read_image
@@ -522,7 +523,8 @@ def main() -> None:
         f"{FOLDS_TEXT[args.group]}, 95% bootstrap CI; one modality at a time, so no pairs. "
         "The preprocessing of configs/real-cpu.yaml (the same cache).", "", *lines, ""])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"real_baselines{suffix}.md").write_text(text)
+    with atomic_path(RESULTS / f"real_baselines{suffix}.md") as tmp:
+        tmp.write_text(text)
     print(text)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
 from radpath.evaluation.crossval import VAL_FRACTION, run_cv
@@ -93,7 +94,8 @@ def main() -> None:
         f"bootstrap CIs; {pairing}", "", *_over_seeds(pooled), *sections])
     path = args.table or RESULTS / f"real_cpu_cv{suffix}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(table)
+    with atomic_path(path) as tmp:
+        tmp.write_text(table)
     print(table)
 
 
