@@ -55,6 +55,8 @@ class PretrainConfig(_Strict):
         mask_block: masks are drawn in blocks of this many patches a side.
         tiles: H&E tiles drawn per unit and epoch; ``None`` takes every cached tile
             (``data.preprocess.max_tiles``): pretraining wants many images, not bags.
+        modalities: the modalities whose images are pretrained on; the others start
+            supervised training from the backbone as pretraining leaves it.
     """
 
     epochs: int = Field(0, ge=0)
@@ -64,6 +66,7 @@ class PretrainConfig(_Strict):
     mask_ratio: float = Field(0.5, gt=0, lt=1)
     mask_block: int = Field(2, ge=1)
     tiles: int | None = Field(None, ge=1)
+    modalities: tuple[Literal["mammo", "histo"], ...] = Field(("mammo", "histo"), min_length=1)
 
 
 class TrainerConfig(_Strict):

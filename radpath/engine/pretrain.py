@@ -172,13 +172,16 @@ def _check_epochs(settings: PretrainConfig) -> None:
 
 
 def _loader(manifest: Manifest, config: TrainConfig, split: str | None) -> DataLoader:
-    data = config.data
-    tiles = config.pretrain.tiles or data.preprocess.max_tiles
-    dataset = PatientBagDataset(manifest, data.model_copy(update={"max_tiles": tiles}),
+    data, settings = config.data, config.pretrain
+    tiles = settings.tiles or data.preprocess.max_tiles
+    chosen = Manifest([r for r in manifest if r.modality in settings.modalities],
+                      source=manifest.source)
+    dataset = PatientBagDataset(chosen, data.model_copy(update={"max_tiles": tiles}),
                                 split=split, train=True, seed=config.seed)
     if not len(dataset):
         where = f"the '{split}' split" if split else "the manifest"
-        raise RadpathError(f"nothing to pretrain on: {where} has no images")
+        raise RadpathError(f"nothing to pretrain on: {where} has no images of "
+                           f"pretrain.modalities ({', '.join(settings.modalities)})")
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, generator=generator,
                       collate_fn=collate_patients, num_workers=data.num_workers)

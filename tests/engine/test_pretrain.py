@@ -76,3 +76,11 @@ def test_pretraining_switched_off_or_without_images_is_refused(tiny_manifest, ti
     with pytest.raises(RadpathError, match="'holdout' split has no images"):
         pretrain(tiny_config("pretrain.epochs=1"), [tiny_manifest], tmp_path / "none",
                  split="holdout", workers=1)
+
+
+def test_pretraining_can_keep_to_one_modality(tiny_manifest, tiny_config, tmp_path):
+    config = tiny_config("pretrain.epochs=1", "pretrain.modalities=[histo]", "optim.epochs=1")
+    train(config, [tiny_manifest], tmp_path / "run", workers=1)
+    seen = json.loads((tmp_path / "run" / "run.json").read_text())["pretrain"]["images_seen"]
+    assert seen["mammo"] == 0
+    assert seen["histo"] == images_per_epoch(tiny_manifest, config, "train")["histo"]
