@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from radpath.data.cache import ArrayCache
 from radpath.data.histo import hed_jitter
-from radpath.data.manifest import Manifest, Record
+from radpath.data.manifest import MODALITIES, Manifest, Record
 from radpath.data.pairing import pairing_mode as _records_pairing_mode
 from radpath.data.pairing import patient_label
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
@@ -257,7 +257,8 @@ class PatientBagDataset(Dataset):
     Attributes:
         units: the units, in order of first appearance.
         labels: label code per unit (:data:`radpath.engine.batch.LABEL_CODES`).
-        domain_keys: per unit ``"mammo_domain|histo_domain"``, for balanced sampling.
+        modality_domains: per unit ``{modality: domain}`` for each modality it holds, for
+            balanced sampling.
         num_grades: the highest grade + 1, or 0 when no unit has a grade.
     """
 
@@ -277,7 +278,9 @@ class PatientBagDataset(Dataset):
         self.units = build_units(self.records, max_views=config.max_views,
                                  grade_column=config.grade_column)
         self.labels = np.array([LABEL_CODES[u.label] for u in self.units], dtype=np.int64)
-        self.domain_keys = [f"{u.mammo_domain}|{u.histo_domain}" for u in self.units]
+        self.modality_domains = [
+            {m: getattr(u, f"{m}_domain") for m in MODALITIES if getattr(u, m)}
+            for u in self.units]
         self.num_grades = max((u.grade for u in self.units), default=-1) + 1
         self._worker: dict[str, Any] = {}
 

@@ -93,7 +93,8 @@ def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, D
     train_set = PatientBagDataset(manifest, data, split="train", train=True, seed=config.seed)
     val_set = PatientBagDataset(manifest, data, split="val", train=False, seed=config.seed,
                                 domains=train_set.domains)
-    sampler = BalancedUnitSampler(train_set.labels, train_set.domain_keys, seed=config.seed)
+    sampler = BalancedUnitSampler(train_set.labels, train_set.modality_domains,
+                                  seed=config.seed)
     # Workers are not persistent: each epoch's workers must see the dataset's new epoch.
     common = {"collate_fn": collate_patients, "num_workers": data.num_workers}
     return (DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, drop_last=False,

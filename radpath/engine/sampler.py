@@ -1,55 +1,80 @@
-"""Sampling units so every (label, domain) group is seen equally often."""
+"""Sampling units so every label, and within a label every domain, is seen equally often."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 
-def balanced_weights(labels: Sequence[int], domain_keys: Sequence[str]) -> torch.Tensor:
-    """Per-unit weights making each (label, domain key) group equally likely.
+def balanced_weights(labels: Sequence[int],
+                     modality_domains: Sequence[Mapping[str, str]]) -> torch.Tensor:
+    """Per-unit weights: every label equally likely; within a label, every modality that
+    label's units hold equally likely; within that, every domain of the modality.
+
+    A unit takes a share from each modality it holds, so a pair counts for both of its
+    domains. Grouping by the pair of domains instead would be wrong for pseudo-pairs,
+    whose two domains are drawn apart: it made most groups single pairs, so that paired
+    units crowded out the unpaired ones (mammography-only normal patients, a third of
+    MIAS, got a tenth of its draws in the joint real-data recipe).
 
     Args:
-        labels: label code per unit; unknown labels (-1) form groups of their own.
-        domain_keys: domain key per unit (e.g. ``"mammo_domain|histo_domain"``).
+        labels: label code per unit; unknown labels (-1) form a label of their own.
+        modality_domains: per unit, ``{modality: domain}`` for each modality it holds
+            (``dataset.modality_domains``; an empty domain is a domain like any other).
 
     Returns:
-        float64 (N,) weights summing to 1, uniform inside each group.
+        float64 (N,) weights summing to 1.
+
+    Raises:
+        ValueError: when a unit holds no modality.
     """
-    groups = list(zip((int(label) for label in labels), domain_keys, strict=True))
-    counts = Counter(groups)
-    weights = [1.0 / (len(counts) * counts[g]) for g in groups]
+    labels = [int(label) for label in labels]
+    for index, domains in enumerate(modality_domains):
+        if not domains:
+            raise ValueError(f"unit {index} holds no modality: nothing to balance it by")
+    units_in = Counter((label, modality, domain)
+                       for label, domains in zip(labels, modality_domains, strict=True)
+                       for modality, domain in domains.items())
+    domains_in = Counter((label, modality) for label, modality, _ in units_in)
+    modalities_in = Counter(label for label, _ in domains_in)
+    n_labels = len(modalities_in)
+    weights = []
+    for label, domains in zip(labels, modality_domains, strict=True):
+        share = sum(1.0 / (domains_in[label, modality] * units_in[label, modality, domain])
+                    for modality, domain in domains.items())
+        weights.append(share / (n_labels * modalities_in[label]))
     return torch.tensor(weights, dtype=torch.float64)
 
 
 class BalancedUnitSampler(Sampler[int]):
-    """Draws unit indices with replacement, each (label, domain key) group equally likely.
+    """Draws unit indices with replacement, weighted by :func:`balanced_weights`.
 
     The order depends only on ``seed + epoch``: call :meth:`set_epoch` before each epoch
     for a fresh, reproducible order.
 
     Args:
         labels: label code per unit (``dataset.labels``).
-        domain_keys: domain key per unit (``dataset.domain_keys``).
+        modality_domains: ``{modality: domain}`` per unit (``dataset.modality_domains``).
         num_samples: indices per epoch; defaults to the number of units.
         seed: the base seed.
     """
 
-    def __init__(self, labels: Sequence[int] | np.ndarray, domain_keys: Sequence[str], *,
+    def __init__(self, labels: Sequence[int] | np.ndarray,
+                 modality_domains: Sequence[Mapping[str, str]], *,
                  num_samples: int | None = None, seed: int = 0) -> None:
         if len(labels) == 0:
             raise ValueError("BalancedUnitSampler needs at least one unit, got 0")
-        if len(labels) != len(domain_keys):
-            raise ValueError(f"labels ({len(labels)}) and domain_keys ({len(domain_keys)}) "
-                             "differ in length")
+        if len(labels) != len(modality_domains):
+            raise ValueError(f"labels ({len(labels)}) and modality_domains "
+                             f"({len(modality_domains)}) differ in length")
         self.num_samples = len(labels) if num_samples is None else int(num_samples)
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.weights = balanced_weights(list(labels), list(domain_keys))
+        self.weights = balanced_weights(list(labels), list(modality_domains))
         self.seed = seed
         self.epoch = 0
 

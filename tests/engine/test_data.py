@@ -252,8 +252,9 @@ def test_labels_grades_and_table(manifest: Manifest, config: DataConfig) -> None
     assert [row["label"] for row in table] == dataset.labels.tolist()
     grades = [u.grade for u in dataset.units]
     assert dataset.num_grades == max(grades) + 1 > 0
-    for row, key in zip(table, dataset.domain_keys, strict=True):
-        assert key == f"{row['mammo_domain']}|{row['histo_domain']}"
+    for row, unit, domains in zip(table, dataset.units, dataset.modality_domains, strict=True):
+        assert domains == {m: row[f"{m}_domain"] for m in ("mammo", "histo") if getattr(unit, m)}
+    assert {len(domains) for domains in dataset.modality_domains} == {1, 2}  # pairs hold both
     # A unit's label is its worst image's: a malignant patient with a normal view stays so.
     b = _unit_of(dataset, lambda u: u.label == "malignant" and u.mammo)
     assert {r.label for r in dataset.units[b].mammo} >= {"normal"}
