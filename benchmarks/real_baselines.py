@@ -88,6 +88,7 @@ from real_data import (
     add_group_option,
     check_group,
     real_manifest,
+    spread_cells,
 )
 
 # Per-image arrays (hand-made statistics) depend on the image alone, not on the fold or
@@ -509,9 +510,8 @@ def main() -> None:
             if args.baseline and name not in args.baseline:
                 continue
             estimates = [pooled_auc(folds[s], baseline) for s in range(args.seeds)]
-            values = np.array([e.value for e in estimates])
-            lines.append(f"| {modality} | {name} | {estimates[0]} | {values.mean():.3f} ± "
-                         f"{values.std():.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
+            lines.append(f"| {modality} | {name} | {estimates[0]} | "
+                         f"{spread_cells([e.value for e in estimates])} |")
             print(lines[-1], flush=True)
     minutes = (time.perf_counter() - started) / 60
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])

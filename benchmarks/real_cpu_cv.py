@@ -47,6 +47,7 @@ from real_data import (
     check_group,
     real_manifest,
     seed_list,
+    spread_cells,
 )
 
 
@@ -131,9 +132,8 @@ def _over_seeds(pooled: dict[int, dict[tuple[str, str], float]]) -> list[str]:
              "| algorithm | modality | mean ± sd of the pooled AUC | per seed |",
              "|---|---|---|---|"]
     for key in pooled[seeds[0]]:
-        values = np.array([pooled[s].get(key, np.nan) for s in seeds])
-        lines.append(f"| {key[0]} | {key[1]} | {values.mean():.3f} ± {values.std():.3f} | "
-                     f"{', '.join(f'{v:.3f}' for v in values)} |")
+        values = [pooled[s].get(key, np.nan) for s in seeds]
+        lines.append(f"| {key[0]} | {key[1]} | {spread_cells(values)} |")
     return [*lines, ""]
 
 

@@ -24,6 +24,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,13 +132,17 @@ def over_seeds(summaries: dict[int, dict[tuple[str, str], tuple[float, float, in
              "| algorithm | adaptation | mean unseen AUC, mean ± sd | per seed | "
              "mean gap, mean ± sd | per seed |", "|---|---|---|---|---|---|"]
     for key in summaries[seeds[0]]:
-        unseen = np.array([summaries[s].get(key, (np.nan,) * 3)[0] for s in seeds])
-        gap = np.array([summaries[s].get(key, (np.nan,) * 3)[1] for s in seeds])
-        lines.append(f"| {key[0]} | {key[1]} | {unseen.mean():.3f} ± {unseen.std():.3f} | "
-                     f"{', '.join(f'{v:.3f}' for v in unseen)} | "
-                     f"{gap.mean():.3f} ± {gap.std():.3f} | "
-                     f"{', '.join(f'{v:.3f}' for v in gap)} |")
+        unseen = [summaries[s].get(key, (np.nan,) * 3)[0] for s in seeds]
+        gap = [summaries[s].get(key, (np.nan,) * 3)[1] for s in seeds]
+        lines.append(f"| {key[0]} | {key[1]} | {spread_cells(unseen)} | {spread_cells(gap)} |")
     return [*lines, ""]
+
+
+def spread_cells(values: Sequence[float]) -> str:
+    """Two table cells: ``mean ± sd`` (numpy's sd, ddof 0) and the values themselves."""
+    array = np.asarray(values, dtype=float)
+    return (f"{array.mean():.3f} ± {array.std():.3f} | "
+            f"{', '.join(f'{v:.3f}' for v in array)}")
 
 
 def seed_list(text: str) -> list[int]:

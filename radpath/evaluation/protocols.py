@@ -187,7 +187,7 @@ def format_estimate(estimate: dict[str, Any]) -> str:
 
 
 def _num(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
+    return "–" if _undefined(x) else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
 
 
 def without_nan(value: Any) -> Any:
