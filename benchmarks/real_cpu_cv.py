@@ -36,6 +36,7 @@ from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
 from radpath.evaluation.crossval import VAL_FRACTION, run_cv
+from radpath.evaluation.evaluate import BOTH_MODALITIES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (
@@ -117,10 +118,16 @@ def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | No
 
 
 def _pooled_aucs(rows: list[dict]) -> dict[tuple[str, str], float]:
-    """Pooled malignancy AUC over all domains, by (algorithm, modality)."""
-    return {(r["algorithm"], r["modality"]): r["value"] for r in rows
-            if (r.get("scope"), r.get("task"), r.get("metric"), r.get("domain"))
-            == ("pooled", "malignancy", "auc", "all")}
+    """Pooled malignancy AUC over all domains, by (algorithm, modality), and on the units
+    with both modalities where the cohort mixes them (modality "<m>, both modalities")."""
+    pooled = {}
+    for r in rows:
+        if (r.get("scope"), r.get("task"), r.get("metric")) == ("pooled", "malignancy", "auc"):
+            if r.get("domain") == "all":
+                pooled[(r["algorithm"], r["modality"])] = r["value"]
+            elif r.get("domain") == BOTH_MODALITIES:
+                pooled[(r["algorithm"], f"{r['modality']}, {BOTH_MODALITIES}")] = r["value"]
+    return pooled
 
 
 def _over_seeds(pooled: dict[int, dict[tuple[str, str], float]]) -> list[str]:

@@ -16,11 +16,12 @@ Pairs are formed once, before folding, so a pseudo-pair is held out as one unit.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest, Record, write_manifest
@@ -38,13 +39,19 @@ from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset, count_grades
 from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
+from radpath.evaluation.crossval_tables import MODALITIES, write_cv_tables
 from radpath.evaluation.delong import delong_test
-from radpath.evaluation.evaluate import metric_rows, thresholds_from
+from radpath.evaluation.evaluate import (
+    BOTH_MODALITIES,
+    both_modalities,
+    groups_of,
+    metric_rows,
+    thresholds_from,
+)
 from radpath.evaluation.predict import UnitPredictions, concat_predictions, predict_dataset
-from radpath.evaluation.protocols import format_estimate, malignancy_auc, without_nan
+from radpath.evaluation.protocols import malignancy_auc, without_nan
 from radpath.evaluation.report import write_report
 
-MODALITIES = ("mammo", "histo", "fused")
 # Share of a fold's training units kept aside to select checkpoints on.
 VAL_FRACTION = 0.15
 
@@ -127,7 +134,7 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
                               if checkpoint == "best" else "last epoch"),
                "confidence intervals": "95%, bootstrap over units"}
     rows = _score(results, out, context, n_boot)
-    _write_tables(rows, out, context)
+    write_cv_tables(rows, out, context)
     return rows
 
 
@@ -146,7 +153,7 @@ def _score(results: dict[str, list[FoldPredictions]], out: Path, context: dict[s
                      {**context, "algorithm": algorithm, "units": len(pooled[algorithm])},
                      n_boot=min(n_boot, 200))
         _write_predictions(out / algorithm / "predictions.csv", fold_results)
-    return rows + _delong_rows(pooled)
+    return rows + _delong_rows(pooled) + _fusion_rows(pooled)
 
 
 def _grades_of_cohort(config: TrainConfig, manifest: Manifest) -> TrainConfig:
@@ -173,12 +180,20 @@ def _fold_rows(algorithm: str, folds: list[FoldPredictions]) -> list[dict[str, A
     rows = []
     for fold in folds:
         for modality in MODALITIES:
-            if fold.test.has[modality].any():
-                estimate = malignancy_auc(fold.test, modality)[0]
-                rows.append({"algorithm": algorithm, "scope": fold.fold, "task": "malignancy",
-                             "modality": modality, "domain": "all", "metric": "auc",
-                             **without_nan(estimate.as_dict())})
+            for group, among in _unit_groups(fold.test, modality):
+                if among.any():
+                    estimate = malignancy_auc(fold.test, modality, among)[0]
+                    rows.append({"algorithm": algorithm, "scope": fold.fold,
+                                 "task": "malignancy", "modality": modality, "domain": group,
+                                 "metric": "auc", **without_nan(estimate.as_dict())})
     return rows
+
+
+def _unit_groups(predictions: UnitPredictions, modality: str) -> list[tuple[str, np.ndarray]]:
+    """All units with ``modality``, and those of them with both modalities where the units
+    mix the two kinds (see :data:`radpath.evaluation.evaluate.BOTH_MODALITIES`)."""
+    return [(group, among) for group, among in groups_of(predictions, modality)
+            if group in ("all", BOTH_MODALITIES)]
 
 
 def _delong_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
@@ -191,14 +206,34 @@ def _delong_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
             raise RuntimeError("cross-validation predictions of two algorithms cover "
                                "different units")
         for modality in MODALITIES if algorithm != "erm" else ():
-            _, target, scores = malignancy_auc(predictions, modality)
-            _, _, reference = malignancy_auc(pooled["erm"], modality)
-            if len(set(target.tolist())) == 2:
-                rows.append({"algorithm": algorithm, "scope": "pooled", "task": "malignancy",
-                             "modality": modality, "domain": "all",
-                             "metric": "delong_p_vs_erm",
-                             "value": delong_test(target, scores, reference).p_value,
-                             "n": len(target)})
+            for group, among in _unit_groups(predictions, modality):
+                _, target, scores = malignancy_auc(predictions, modality, among)
+                _, _, reference = malignancy_auc(pooled["erm"], modality, among)
+                if len(set(target.tolist())) == 2:
+                    rows.append({"algorithm": algorithm, "scope": "pooled",
+                                 "task": "malignancy", "modality": modality, "domain": group,
+                                 "metric": "delong_p_vs_erm",
+                                 "value": delong_test(target, scores, reference).p_value,
+                                 "n": len(target)})
+    return rows
+
+
+def _fusion_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
+    """DeLong's test of the fused head against each modality alone, on the units that hold
+    both: whether fusing adds to the better modality on the same patients."""
+    rows = []
+    for algorithm, predictions in pooled.items():
+        both = both_modalities(predictions)
+        _, target, fused = malignancy_auc(predictions, "fused", both)
+        if len(set(target.tolist())) < 2:
+            continue
+        for modality in ("mammo", "histo"):
+            alone = malignancy_auc(predictions, modality, both)[2]
+            rows.append({"algorithm": algorithm, "scope": "pooled", "task": "malignancy",
+                         "modality": "fused", "domain": BOTH_MODALITIES,
+                         "metric": f"delong_p_fused_vs_{modality}",
+                         "value": delong_test(target, fused, alone).p_value,
+                         "n": len(target)})
     return rows
 
 
@@ -213,38 +248,3 @@ def _write_predictions(path: Path, folds: list[FoldPredictions]) -> None:
             for i, unit in enumerate(p.unit_id):
                 probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITIES]
                 writer.writerow([unit, fold.fold, int(p.label[i]), *probs])
-
-
-def _write_tables(rows: list[dict[str, Any]], out: Path, context: dict[str, Any]) -> None:
-    with atomic_path(out / "cv.json") as tmp:
-        tmp.write_text(json.dumps(without_nan(rows), indent=1) + "\n")
-    lines = [f"{context['protocol']}; pairing: {context['pairing']}; checkpoint: "
-             f"{context['checkpoint']}.", "",
-             "| algorithm | modality | pooled AUC [95% CI] | per-fold AUC | DeLong p vs ERM |",
-             "|---|---|---|---|---|"]
-    pick = {(r["algorithm"], r["scope"], r["modality"], r["metric"]): r for r in rows
-            if r["task"] == "malignancy" and r["domain"] == "all"}
-    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
-        for modality in MODALITIES:
-            pooled = pick.get((algorithm, "pooled", modality, "auc"))
-            if pooled is None:
-                continue
-            folds = [r for r in rows if r["algorithm"] == algorithm and r["modality"] == modality
-                     and r["scope"] != "pooled" and r["metric"] == "auc"]
-            per_fold = ", ".join(_value(r) for r in folds)
-            delong = pick.get((algorithm, "pooled", modality, "delong_p_vs_erm"))
-            lines.append(f"| {algorithm} | {modality} | {format_estimate(pooled)} | {per_fold} "
-                         f"| {'–' if delong is None else format(delong['value'], '.3f')} |")
-    for r in rows:
-        if r["task"] == "localisation" and r["scope"] == "pooled" and r["domain"] == "all" \
-                and r["metric"] == "hit_rate":
-            lines.append(f"\nLocalisation ({r['algorithm']}): peak inside a lesion circle on "
-                         f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] of "
-                         f"{r['n']} lesion views.")
-    with atomic_path(out / "cv.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-
-
-def _value(row: dict[str, Any]) -> str:
-    return "–" if row["value"] is None else f"{row['value']:.3f}"
-

@@ -29,6 +29,10 @@ from radpath.evaluation.metrics import (
 from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions
 
 TASKS = {"malignancy": lambda label: label == 2, "abnormality": lambda label: label >= 1}
+# The group of units holding a mammogram and H&E. In a pseudo-paired cohort only benign
+# and malignant patients get an H&E partner (H&E has no normal class), so "has H&E" predicts
+# the label and the fused AUC over all units rewards that cue; over these units it cannot.
+BOTH_MODALITIES = "both modalities"
 
 
 def task_labels(predictions: UnitPredictions, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -48,14 +52,23 @@ def applicable_tasks(predictions: UnitPredictions) -> list[str]:
 
 
 def groups_of(predictions: UnitPredictions, modality: str) -> Iterator[tuple[str, np.ndarray]]:
-    """``("all", rows)`` then one ``(domain, rows)`` per domain of the modality."""
+    """``("all", rows)``, then ``(BOTH_MODALITIES, rows)`` when the units mix those with
+    and without both modalities, then one ``(domain, rows)`` per domain of the modality."""
     present = predictions.has[modality]
     yield "all", present
+    both = both_modalities(predictions)
+    if both.any() and not both.all():
+        yield BOTH_MODALITIES, present & both
     if modality == "fused":
         return
     domains = np.array(predictions.domain[modality])
     for domain in sorted(set(domains[present].tolist()) - {""}):
         yield domain, present & (domains == domain)
+
+
+def both_modalities(predictions: UnitPredictions) -> np.ndarray:
+    """Which units hold a mammogram and H&E."""
+    return predictions.has["mammo"] & predictions.has["histo"]
 
 
 def thresholds_from(validation: UnitPredictions | None) -> dict[tuple[str, str], float]:

@@ -61,11 +61,13 @@ def make_lodo_folds(manifest: Manifest, *, column: str = "domain",
     return folds
 
 
-def malignancy_auc(predictions: UnitPredictions, modality: str
-                   ) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Malignancy AUC with its CI over the labelled units having ``modality``, with the
-    targets and scores it was computed from."""
+def malignancy_auc(predictions: UnitPredictions, modality: str,
+                   among: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Malignancy AUC with its CI over the labelled units having ``modality`` (and in the
+    boolean mask ``among`` when given), with the targets and scores it was computed from."""
     rows = predictions.has[modality] & (predictions.label >= 0)
+    if among is not None:
+        rows &= among
     target = (predictions.label[rows] == 2).astype(int)
     scores = predictions.prob[modality][rows]
     return auc_with_ci(target, scores, n_boot=1000), target, scores

@@ -6,9 +6,10 @@ import zlib
 
 import pytest
 
-from radpath.data.manifest import read_manifest
+from radpath.data.manifest import Manifest, read_manifest
 from radpath.errors import ConfigError, RadpathError
 from radpath.evaluation.crossval import cv_manifests, run_cv
+from radpath.evaluation.evaluate import BOTH_MODALITIES
 
 
 def test_every_unit_is_held_out_once_and_never_trained_on(tiny_manifest) -> None:
@@ -73,7 +74,12 @@ def test_grouped_folds_refuse_a_pseudo_pair_across_groups(tiny_manifest) -> None
 
 
 def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) -> None:
-    manifest = read_manifest(tiny_manifest)
+    # Without the H&E of two true pairs (a normal and a malignant patient) the cohort
+    # mixes units with both modalities and mammography-only units, as real cohorts do.
+    full = read_manifest(tiny_manifest)
+    manifest = Manifest([r for r in full if not (r.modality == "histo" and r.patient_id
+                                                 in ("syn-p009", "syn-p011"))],
+                        source=full.source)
     rows = run_cv(tiny_config("optim.epochs=1"), manifest, tmp_path / "cv", k=2,
                   algorithms=("erm", "paper"), workers=1, n_boot=50)
     with (tmp_path / "cv" / "erm" / "predictions.csv").open() as handle:
@@ -85,11 +91,25 @@ def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) 
               and r["task"] == "malignancy" and r["domain"] == "all" and r["metric"] == "auc"}
     assert pooled[("erm", "fused")]["n"] == len(units)
     per_fold = [r for r in rows if r["scope"].startswith("fold-") and r["algorithm"] == "erm"
-                and r["modality"] == "fused"]
+                and r["modality"] == "fused" and r["domain"] == "all"]
     assert sum(r["n"] for r in per_fold) == len(units)
     assert any(r["metric"] == "delong_p_vs_erm" and r["algorithm"] == "paper" for r in rows)
     table = (tmp_path / "cv" / "cv.md").read_text()
     assert "2-fold cross-validation" in table and "| paper | fused |" in table
+    # The tiny cohort mixes pairs with single-modality units: the fused head is also
+    # scored on the pairs alone, pooled and per fold, and tested against each modality.
+    both = sum(1 for row in predicted if row["mammo_prob"] and row["histo_prob"])
+    assert both == len(units) - 2
+    on_both = [r for r in rows if r["algorithm"] == "erm" and r["task"] == "malignancy"
+               and r["modality"] == "fused"
+               and r["domain"] == BOTH_MODALITIES and r["metric"] == "auc"]
+    assert [r["n"] for r in on_both if r["scope"] == "pooled"] == [both]
+    assert sum(r["n"] for r in on_both if r["scope"] != "pooled") == both
+    assert {r["metric"] for r in rows if r["domain"] == BOTH_MODALITIES
+            and r["algorithm"] == "paper"} >= {"delong_p_fused_vs_mammo",
+                                               "delong_p_fused_vs_histo", "delong_p_vs_erm"}
+    assert f"| erm | fused, {BOTH_MODALITIES} |" in table
+    assert f"Fusion (paper) on the {both} units with both modalities" in table
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert "<img" in (tmp_path / "cv" / "paper" / "report.html").read_text()
 
