@@ -65,6 +65,13 @@ class ModelConfig(pydantic.BaseModel):
             tile classifier scores an image (every tile counts alike, so a few tiles the
             attention favours cannot decide it). The pooled feature still feeds the fused
             head and the contrastive projection either way.
+        fused_modality_dropout: in training, the share of units holding both modalities
+            whose fused feature (and grade) is made from one of them, drawn with equal odds
+            (modality dropout, Neverova et al. 2015). The fused head then learns from
+            abnormal units with one modality too, instead of only from the units that lack
+            one: where those are mostly normal (pseudo-pairs by label, biopsy after a
+            finding), "has H&E" would otherwise pass for evidence. Each modality's own
+            head, projection and loss still see both; identity at evaluation.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +85,7 @@ class ModelConfig(pydantic.BaseModel):
     bilateral: bool = False
     mammo_window: int = pydantic.Field(0, ge=0)
     histo_score: Literal["attention", "tile_mean"] = "attention"
+    fused_modality_dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
 
     @pydantic.field_validator("num_grades")
     @classmethod
@@ -166,10 +174,14 @@ class CrossModalModel(nn.Module):
             present.append(mask.any(dim=1))
             if localised is not None:
                 out.update(localised)
-        # Missing modalities pool to zeros, so the sum over modalities divided by the count
-        # present is the mean of the available ones; units with one modality still get one.
-        count = torch.stack(present, dim=1).sum(dim=1).clamp(min=1)
-        fused = (out["mammo_feat"] + out["histo_feat"]) / count[:, None].to(out["mammo_feat"])
+        # The mean of the modality features a unit fuses: those it has, less any left out
+        # by fused_modality_dropout; units with one modality still get one.
+        fusing = torch.stack(present, dim=1)
+        if self.training and self.config.fused_modality_dropout > 0:
+            fusing = self._leave_one_out(fusing)
+        weights = fusing.to(out["mammo_feat"])
+        fused = sum(out[f"{m}_feat"] * weights[:, i, None] for i, m in enumerate(MODALITIES))
+        fused = fused / weights.sum(dim=1).clamp(min=1)[:, None]
         out["fused_feat"] = fused
         out["fused_logit"] = self.heads["fused"](fused)
         if self.grade_head is not None:
@@ -332,6 +344,16 @@ class CrossModalModel(nn.Module):
         encoded = self.stitch_kept(torch.ones_like(window_scores, dtype=torch.bool), keep,
                                    layout)
         return scores.flatten(1), encoded.flatten(1)
+
+    def _leave_one_out(self, present: Tensor) -> Tensor:
+        """``present`` (B, M) with one modality, drawn with equal odds, left out of a
+        ``fused_modality_dropout`` share of the units that have every modality."""
+        units = present.shape[0]
+        chosen = present.all(dim=1) & (torch.rand(units, device=present.device)
+                                       < self.config.fused_modality_dropout)
+        left_out = torch.randint(present.shape[1], (units,), device=present.device)
+        dropped = nn.functional.one_hot(left_out, present.shape[1]).bool() & chosen[:, None]
+        return present & ~dropped
 
     def _asymmetry(self, instances: Tensor, mask: Tensor, side: Tensor | None) -> Tensor:
         """``(B, D)``: the projected ``|mean left - mean right|`` view features of units

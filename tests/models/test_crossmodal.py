@@ -191,3 +191,46 @@ def test_bilateral_asymmetry_ignores_view_order_and_reaches_its_parameters() -> 
     model.train()
     model(batch)["mammo_logit"].sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.asymmetry.parameters())
+
+
+def _dropout_models(p: float) -> tuple[CrossModalModel, CrossModalModel]:
+    """The same weights with ``fused_modality_dropout`` 0 and ``p``."""
+    plain = _model()
+    dropping = CrossModalModel(plain.config.model_copy(update={"fused_modality_dropout": p}))
+    dropping.load_state_dict(plain.state_dict())
+    return plain, dropping
+
+
+def test_fused_modality_dropout_is_identity_at_evaluation() -> None:
+    plain, dropping = _dropout_models(0.9)
+    batch = random_batch()
+    expected, got = plain.eval()(batch), dropping.eval()(batch)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_fused_modality_dropout_fuses_one_modality_of_a_share_of_the_paired_units() -> None:
+    plain, dropping = _dropout_models(0.5)
+    batch = random_batch(units=160, views=1, tiles=1)  # units 3 onwards have both
+    torch.manual_seed(1)
+    out = dropping.train()(batch)
+    reference = plain.train()(batch)
+    # Each modality's own outputs are untouched; so are units with one modality.
+    for key in ("mammo_logit", "histo_logit", "mammo_proj", "histo_proj"):
+        torch.testing.assert_close(out[key], reference[key], rtol=0, atol=0)
+    torch.testing.assert_close(out["fused_feat"][1:3], reference["fused_feat"][1:3])
+    fused, mammo, histo = out["fused_feat"][3:], out["mammo_feat"][3:], out["histo_feat"][3:]
+    kept = torch.isclose(fused, (mammo + histo) / 2).all(dim=1)
+    only_mammo = torch.isclose(fused, mammo).all(dim=1)
+    only_histo = torch.isclose(fused, histo).all(dim=1)
+    assert bool((kept.int() + only_mammo.int() + only_histo.int() == 1).all())
+    # 157 units, each left with one modality with odds 0.5: 4 sd is 0.16 of the share.
+    assert abs(float((~kept).float().mean()) - 0.5) < 0.16
+    assert int(only_mammo.sum()) > 20 and int(only_histo.sum()) > 20
+    assert not torch.allclose(out["fused_logit"], reference["fused_logit"])
+
+
+def test_fused_modality_dropout_must_be_a_share_below_one() -> None:
+    for bad in (-0.1, 1.0):
+        with pytest.raises(pydantic.ValidationError, match="fused_modality_dropout"):
+            ModelConfig(fused_modality_dropout=bad)
