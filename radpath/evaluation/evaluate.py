@@ -6,6 +6,8 @@ malignant against normal, where normals exist), ``grading`` (ordinal grades, qua
 weighted kappa) and ``localisation`` (map peak inside a lesion circle). The operating
 point for sensitivity, specificity and balanced accuracy is chosen on validation
 predictions (Youden's J) and frozen; without them it is 0.5, and the rows say which.
+``domain`` is ``all`` (every unit with the modality), ``both modalities`` (those of them
+holding a mammogram and H&E, where units with and without both mix) or one domain.
 """
 
 from __future__ import annotations
