@@ -40,9 +40,11 @@ def make_predictor(run: LoadedRun, adapt: str, *, mode: str = "episodic") -> Pre
 
 def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str | Path, *,
                  adapt: str = "none", split: str = "test", workers: int | None = None,
-                 n_boot: int = 1000, progress: bool = True) -> EvaluationResult:
-    """Evaluate the run's best checkpoint on ``split`` of ``manifests`` (all when unsplit)."""
-    run = load_run(run_dir)
+                 n_boot: int = 1000, progress: bool = True,
+                 checkpoint: str = "best") -> EvaluationResult:
+    """Evaluate the run's ``best`` (or ``last``) checkpoint on ``split`` of ``manifests``
+    (all when unsplit)."""
+    run = load_run(run_dir, which=checkpoint)
     manifest = read_paired(manifests, seed=run.config.seed)
     has_splits = all(r.split for r in manifest)
     chosen = split if has_splits else None

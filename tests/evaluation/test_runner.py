@@ -5,6 +5,7 @@ import json
 import pytest
 
 from radpath.data.manifest import read_manifest
+from radpath.errors import RadpathError
 from radpath.evaluation.protocols import run_lodo, summary_lines, summary_of
 from radpath.evaluation.runner import evaluate_run
 
@@ -23,6 +24,17 @@ def test_metrics_json_is_tidy_and_report_embeds_figures(tiny_run, tiny_manifest,
     assert any(r["domain"] != "all" for r in rows)
     page = result.report_path.read_text()
     assert page.count("data:image/png;base64,") >= 3 and "src=\"http" not in page
+
+
+def test_evaluate_scores_the_checkpoint_asked_for(tiny_run, tiny_manifest, tmp_path):
+    # Cross-validation of the real-data recipe scores the last epoch: evaluate can too.
+    result = evaluate_run(tiny_run, [tiny_manifest], tmp_path / "last", split="val",
+                          n_boot=20, progress=False, checkpoint="last")
+    assert "<td>last.ckpt</td>" in result.report_path.read_text()
+    with pytest.raises(RadpathError, match="'best' or 'last'"):
+        evaluate_run(tiny_run, [tiny_manifest], tmp_path / "middle", split="val",
+                     progress=False, checkpoint="middle")
+    assert not (tmp_path / "middle").exists()
 
 
 @pytest.mark.parametrize("adapt", ["tent", "causal"])
