@@ -71,7 +71,7 @@ class ModelConfig(pydantic.BaseModel):
             abnormal units with one modality too, instead of only from the units that lack
             one: where those are mostly normal (pseudo-pairs by label, biopsy after a
             finding), "has H&E" would otherwise pass for evidence. Each modality's own
-            head, projection and loss still see both; identity at evaluation.
+            head, projection and loss are untouched; identity at evaluation.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
