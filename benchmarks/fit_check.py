@@ -30,6 +30,7 @@ from radpath.data.manifest import Manifest, read_manifest
 from radpath.engine.config import load_config
 from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.run import build_algorithm
+from radpath.evaluation.predict import predict_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,12 +88,9 @@ def _train_epoch(algorithm, optimizer, dataset: PatientBagDataset, epoch: int,
 
 def _fit(algorithm, dataset: PatientBagDataset, modality: str) -> tuple[float, float]:
     """Malignancy AUC of the units' own predictions, and the spread of those predictions."""
-    probabilities, labels = [], []
-    for batch in DataLoader(dataset, batch_size=16, collate_fn=collate_patients):
-        probabilities.append(algorithm.predict(batch)[f"{modality}_prob"])
-        labels.append(batch["label"])
-    p, y = torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
-    return float(roc_auc_score(y == 2, p)), float(p.std())
+    predicted = predict_dataset(algorithm, dataset)
+    p = predicted.prob[modality]
+    return float(roc_auc_score(predicted.label == 2, p)), float(p.std())
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset, count_grades
 from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
-from radpath.evaluation.crossval_tables import MODALITIES, write_cv_tables
+from radpath.evaluation.crossval_tables import write_cv_tables
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.evaluate import (
     BOTH_MODALITIES,
@@ -48,8 +48,15 @@ from radpath.evaluation.evaluate import (
     metric_rows,
     thresholds_from,
 )
-from radpath.evaluation.predict import UnitPredictions, concat_predictions, predict_dataset
-from radpath.evaluation.protocols import malignancy_auc, without_nan
+from radpath.evaluation.predict import (
+    MODALITY_OUTPUTS as MODALITIES,
+)
+from radpath.evaluation.predict import (
+    UnitPredictions,
+    concat_predictions,
+    predict_dataset,
+)
+from radpath.evaluation.protocols import malignancy_auc, malignancy_scores, without_nan
 from radpath.evaluation.report import write_report
 
 # Share of a fold's training units kept aside to select checkpoints on.
@@ -207,8 +214,8 @@ def _delong_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
                                "different units")
         for modality in MODALITIES if algorithm != "erm" else ():
             for group, among in _unit_groups(predictions, modality):
-                _, target, scores = malignancy_auc(predictions, modality, among)
-                _, _, reference = malignancy_auc(pooled["erm"], modality, among)
+                target, scores = malignancy_scores(predictions, modality, among)
+                reference = malignancy_scores(pooled["erm"], modality, among)[1]
                 if len(set(target.tolist())) == 2:
                     rows.append({"algorithm": algorithm, "scope": "pooled",
                                  "task": "malignancy", "modality": modality, "domain": group,
@@ -224,11 +231,11 @@ def _fusion_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
     rows = []
     for algorithm, predictions in pooled.items():
         both = both_modalities(predictions)
-        _, target, fused = malignancy_auc(predictions, "fused", both)
+        target, fused = malignancy_scores(predictions, "fused", both)
         if len(set(target.tolist())) < 2:
             continue
         for modality in ("mammo", "histo"):
-            alone = malignancy_auc(predictions, modality, both)[2]
+            alone = malignancy_scores(predictions, modality, both)[1]
             rows.append({"algorithm": algorithm, "scope": "pooled", "task": "malignancy",
                          "modality": "fused", "domain": BOTH_MODALITIES,
                          "metric": f"delong_p_fused_vs_{modality}",

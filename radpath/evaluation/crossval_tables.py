@@ -8,9 +8,8 @@ from typing import Any
 
 from radpath.atomic import atomic_path
 from radpath.evaluation.evaluate import BOTH_MODALITIES
+from radpath.evaluation.predict import MODALITY_OUTPUTS as MODALITIES
 from radpath.evaluation.protocols import format_estimate, without_nan
-
-MODALITIES = ("mammo", "histo", "fused")
 
 
 def write_cv_tables(rows: list[dict[str, Any]], out: Path, context: dict[str, Any]) -> None:

@@ -65,12 +65,18 @@ def malignancy_auc(predictions: UnitPredictions, modality: str,
                    among: np.ndarray | None = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """Malignancy AUC with its CI over the labelled units having ``modality`` (and in the
     boolean mask ``among`` when given), with the targets and scores it was computed from."""
+    target, scores = malignancy_scores(predictions, modality, among)
+    return auc_with_ci(target, scores, n_boot=1000), target, scores
+
+
+def malignancy_scores(predictions: UnitPredictions, modality: str,
+                      among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 malignancy targets and ``modality``'s scores of the units :func:`malignancy_auc`
+    reads: for tests that need no bootstrap."""
     rows = predictions.has[modality] & (predictions.label >= 0)
     if among is not None:
         rows &= among
-    target = (predictions.label[rows] == 2).astype(int)
-    scores = predictions.prob[modality][rows]
-    return auc_with_ci(target, scores, n_boot=1000), target, scores
+    return (predictions.label[rows] == 2).astype(int), predictions.prob[modality][rows]
 
 
 def run_lodo(config: TrainConfig, manifest: Manifest, out: str | Path, *,
