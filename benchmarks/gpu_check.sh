@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU checks of a lent accelerator machine, as one prepared run (device time is short):
+#   1. the machine: GPU, driver, torch/lightning/timm versions;
+#   2. benchmarks/train_throughput.py on the GPU (bf16 autocast), ViT-B/16 at 224 px, at the
+#      CPU benchmark's batch (8 units x 6 images) and at 32 units (192 images a step);
+#   3. `radpath train --config configs/paper.yaml` (ViT-B/16, 224 px, bf16-mixed) for a few
+#      epochs on the synthetic cohort: wall time, run.json, the end-to-end path on CUDA.
+# Python packages the machine's image lacks travel as wheels in .whl (see the device tool's
+# notes): pydantic and its core, annotated-types, typing-inspection, typing_extensions,
+# pydicom, torchstain. Everything written lands in OUT (default gpu-check-out).
+#
+#   bash benchmarks/gpu_check.sh                  # on the GPU machine
+#   GPU_CHECK_CPU=1 bash benchmarks/gpu_check.sh  # dry run of the same steps on a CPU, tiny
+set -uo pipefail
+OUT=${OUT:-gpu-check-out}
+EPOCHS=${GPU_CHECK_EPOCHS:-4}
+PATIENTS=${GPU_CHECK_PATIENTS:-128}
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PY=${PYTHON:-python3}
+
+if ! "$PY" -c "import pydantic, pydicom, torchstain" 2>/dev/null && [ -d .whl ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+
+if [ -n "${GPU_CHECK_CPU:-}" ]; then
+  THROUGHPUT=(--device cpu --backbone vit_test --size 64 --steps 4 --warmup 1)
+  TRAIN_SETS=(--set trainer.accelerator=cpu --set trainer.precision=32-true
+              --set model.backbone.name=vit_test --set model.backbone.img_size=64
+              --set model.backbone.histo_img_size=64 --set data.preprocess.mammo.size=64
+              --set data.preprocess.histo.tile_size=64 --set data.num_workers=0
+              --set "model.backbone.mixstyle_layers=[0]" --set data.patch_size=8)
+else
+  THROUGHPUT=(--device cuda --backbone vit_base --size 224)
+  TRAIN_SETS=()
+fi
+
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+
+{
+  step machine
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
+  "$PY" -c "import torch, lightning, timm; print('torch', torch.__version__, 'cuda',
+torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning',
+lightning.__version__, '| timm', timm.__version__)"
+
+  step "throughput, 8 units x (2 views + 4 tiles)"
+  "$PY" benchmarks/train_throughput.py "${THROUGHPUT[@]}"
+  step "throughput, 32 units x (2 views + 4 tiles)"
+  "$PY" benchmarks/train_throughput.py "${THROUGHPUT[@]}" --batch 32
+
+  step "synthetic cohort, $PATIENTS patients"
+  "$PY" -m radpath synth --out "$WORK/synth" --patients "$PATIENTS" || exit 1
+  step "radpath train --config configs/paper.yaml, $EPOCHS epochs"
+  started=$(date +%s)
+  "$PY" -m radpath train --config configs/paper.yaml \
+    --manifest "$WORK/synth/manifest.csv" --out "$WORK/run" \
+    --set optim.epochs="$EPOCHS" --set optim.warmup_epochs=1 "${TRAIN_SETS[@]}"
+  echo "train exit $? after $(( $(date +%s) - started )) s (preprocessing included)"
+  cp "$WORK/run/run.json" "$WORK/run/config.yaml" "$OUT/" 2>/dev/null
+  ls "$WORK/run/checkpoints" 2>/dev/null
+} 2>&1 | tee "$OUT/gpu_check.log"
