@@ -28,7 +28,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 
 if [ -n "${GPU_CHECK_CPU:-}" ]; then
   THROUGHPUT=(--device cpu --backbone vit_test --size 64 --steps 4 --warmup 1)
-  TRAIN_SETS=(--set trainer.accelerator=cpu --set trainer.precision=32-true
+  TRAIN_SETS=(--set trainer.accelerator=cpu --set trainer.precision=bf16-mixed
               --set model.backbone.name=vit_test --set model.backbone.img_size=64
               --set model.backbone.histo_img_size=64 --set data.preprocess.mammo.size=64
               --set data.preprocess.histo.tile_size=64 --set data.num_workers=0

@@ -136,6 +136,17 @@ class TrainConfig(_Strict):
         return self
 
 
+    @model_validator(mode="after")
+    def _clipping_under_fp16(self) -> TrainConfig:
+        # Under fp16 the fused AdamW unscales the gradients inside its step, after clipping
+        # would have run on the scaled ones; Lightning stops at the first step. Say so now.
+        if self.trainer.precision == "16-mixed" and self.optim.grad_clip > 0:
+            raise ValueError("optim.grad_clip cannot be used with trainer.precision 16-mixed "
+                             "(the fused AdamW unscales fp16 gradients inside its step): use "
+                             "bf16-mixed, or set optim.grad_clip=0")
+        return self
+
+
 def check_trainable(config: TrainConfig) -> None:
     """Refuse, before any work, a config whose algorithm cannot train as its name says.
 

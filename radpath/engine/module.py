@@ -86,6 +86,18 @@ class RadpathModule(L.LightningModule):
             if not math.isnan(estimate.value):
                 self.log(f"val/auc_{name}", estimate.value, sync_dist=False)
 
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        if gradient_clip_val and self.trainer.precision == "bf16-mixed":
+            # bf16 needs no loss scaler, so these are the true gradients and clipping them is
+            # sound; Lightning 2.6 refuses it anyway for an optimiser that unscales in its step,
+            # such as the fused AdamW (Lightning issue #21435).
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.algorithm.make_optimizer(self.optim.lr, self.optim.weight_decay)
         backbone = {id(p) for p in self.algorithm.model.backbone.parameters()}

@@ -386,9 +386,10 @@ class CrossModalModel(nn.Module):
         scores = images.new_zeros(units * views, grid[0] * grid[1])
         view_logit = images.new_zeros(units * views)
         if valid_scores is not None:
+            # Under CUDA's bf16 autocast the scores are bf16 but their log-sum-exp is float32.
+            logit = self.localisation.image_logit(valid_scores, pooled)
             scores = scores.to(valid_scores).masked_scatter(flat_mask[:, None], valid_scores)
-            view_logit = view_logit.to(valid_scores).masked_scatter(
-                flat_mask, self.localisation.image_logit(valid_scores, pooled))
+            view_logit = view_logit.to(logit).masked_scatter(flat_mask, logit)
         return {"token_scores": scores.reshape(units, views, *grid),
                 "view_logit": view_logit.reshape(units, views)}
 

@@ -95,3 +95,11 @@ def test_backbone_lr_scale_splits_the_groups_of_the_fused_optimizer():
     for param in algorithm.parameters():
         param.grad = torch.ones_like(param)
     split.step()  # the fused AdamW steps over the new groups
+
+
+def test_clipping_under_fp16_is_refused_with_the_keys():
+    with pytest.raises(ConfigError, match=r"optim\.grad_clip.*16-mixed.*bf16-mixed"):
+        load_config(REPO / "configs" / "tiny.yaml", ["trainer.precision=16-mixed"])
+    config = load_config(REPO / "configs" / "tiny.yaml",
+                         ["trainer.precision=16-mixed", "optim.grad_clip=0"])
+    assert config.trainer.precision == "16-mixed"

@@ -1,0 +1,39 @@
+"""Training steps under CUDA's bf16 autocast policy, emulated on the CPU (tests/cuda_autocast)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from radpath.algorithms import ALGORITHMS
+from radpath.algorithms.base import MODALITIES
+from tests.algorithms import tiny_algorithm
+from tests.cuda_autocast import cuda_bf16_autocast
+from tests.models import random_batch
+
+
+def test_the_emulated_policy_gives_cudas_output_dtypes() -> None:
+    x = torch.randn(4, 8)
+    with cuda_bf16_autocast():
+        product = x @ x.T
+        pooled = torch.logsumexp(product, dim=1)
+        probabilities = product.softmax(dim=1)
+        joined = torch.cat([product, pooled[:, None]], dim=1)
+    assert product.dtype == torch.bfloat16
+    assert pooled.dtype == probabilities.dtype == joined.dtype == torch.float32
+    assert torch.logsumexp(x, dim=1).dtype == torch.float32  # nothing changes outside
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_update_and_predict_run_under_cuda_bf16_autocast(name: str) -> None:
+    algorithm = tiny_algorithm(name)
+    with cuda_bf16_autocast():
+        logs = algorithm.update(random_batch())
+        predictions = algorithm.predict(random_batch(seed=1))
+    assert all(math.isfinite(value) for value in logs.values()), logs
+    for modality in (*MODALITIES, "fused"):
+        prob = predictions[f"{modality}_prob"]
+        assert torch.isfinite(prob.float()).all() and ((prob >= 0) & (prob <= 1)).all()
+    assert all(p.dtype == torch.float32 for p in algorithm.parameters())
