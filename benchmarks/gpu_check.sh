@@ -2,7 +2,9 @@
 # The GPU checks of a lent accelerator machine, as one prepared run (device time is short):
 #   1. the machine: GPU, driver, torch/lightning/timm versions;
 #   2. benchmarks/train_throughput.py on the GPU (bf16 autocast), ViT-B/16 at 224 px, at the
-#      CPU benchmark's batch (8 units x 6 images) and at 32 units (192 images a step);
+#      CPU benchmark's batch (8 units x 6 images), at 32 units (192 images a step) and at
+#      configs/paper.yaml's batch (640 images a step); with GPU_CHECK_COMPILE=1 also with
+#      trainer.compile (its first step compiles for minutes);
 #   3. `radpath train --config configs/paper.yaml` (ViT-B/16, 224 px, bf16-mixed) for a few
 #      epochs on the synthetic cohort: wall time, run.json, the end-to-end path on CUDA.
 # Python packages the machine's image lacks travel as wheels in .whl (see the device tool's
@@ -51,6 +53,16 @@ lightning.__version__, '| timm', timm.__version__)"
   "$PY" benchmarks/train_throughput.py "${THROUGHPUT[@]}"
   step "throughput, 32 units x (2 views + 4 tiles)"
   "$PY" benchmarks/train_throughput.py "${THROUGHPUT[@]}" --batch 32
+
+  step "throughput at configs/paper.yaml's batch, 32 units x (4 views + 16 tiles)"
+  "$PY" benchmarks/train_throughput.py "${THROUGHPUT[@]}" --batch 32 --views 4 --tiles 16 \
+    --steps 10
+  if [ -n "${GPU_CHECK_COMPILE:-}" ]; then
+    # ViT-B's first compiled step takes minutes: one radpath variant, and its own limit.
+    step "throughput, compiled (trainer.compile), 8 units"
+    timeout "${GPU_CHECK_COMPILE_LIMIT:-400}" "$PY" benchmarks/train_throughput.py \
+      "${THROUGHPUT[@]}" --compile --algorithms erm --no-lightning
+  fi
 
   step "synthetic cohort, $PATIENTS patients"
   "$PY" -m radpath synth --out "$WORK/synth" --patients "$PATIENTS" || exit 1

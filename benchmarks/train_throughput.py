@@ -23,6 +23,7 @@ peak RSS on CPU (reset through /proc/self/clear_refs where Linux allows it), els
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -80,6 +81,12 @@ def parse_args() -> argparse.Namespace:
                         help="skip the RadpathModule.training_step variant")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps the default")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile radpath's transformer (trainer.compile) and add a "
+                             "compiled timm variant; the eager timm loop stays the reference")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="after timing, profile STEPS steps of each variant (torch.profiler) "
+                             "and print its busiest operators and kernel launches per step")
     return parser.parse_args()
 
 
@@ -115,11 +122,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def timm_variant(args: argparse.Namespace, images: int, device: torch.device) -> Variant:
+def timm_variant(args: argparse.Namespace, images: int, device: torch.device, *,
+                 compiled: bool = False) -> Variant:
     """The reference: a plain timm ViT classifying ``images`` images per step."""
     model = VisionTransformer(img_size=args.size, num_classes=2,
                               **BACKBONES.get(args.backbone)()).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.05)
+    if compiled:
+        model.compile()
     x = torch.randn(images, 3, args.size, args.size, device=device)
     y = torch.randint(0, 2, (images,), device=device)
 
@@ -130,13 +140,14 @@ def timm_variant(args: argparse.Namespace, images: int, device: torch.device) ->
         loss.backward()
         optimizer.step()
 
-    return Variant("timm (bare)", step, images)
+    return Variant("timm (bare, compiled)" if compiled else "timm (bare)", step, images)
 
 
 def build_algorithm(name: str, args: argparse.Namespace, device: torch.device) -> Algorithm:
     backbone = BackboneConfig(name=args.backbone, img_size=args.size, histo_img_size=args.size,
                               mixstyle_layers=tuple(args.mixstyle_layers))
     model = CrossModalModel(ModelConfig(backbone=backbone))
+    model.backbone.use_compiled(args.compile)
     algorithm = ALGORITHMS.get(name)(model, AlgorithmConfig(name=name), domains=["a", "b"])
     return algorithm.to(device)
 
@@ -150,7 +161,8 @@ def algorithm_variant(name: str, args: argparse.Namespace, batch: dict[str, Tens
         with autocast(device):
             algorithm.update(batch)
 
-    return Variant(f"radpath {name}", step, encoded_images(batch))
+    return Variant(f"radpath {name}{', compiled' if args.compile else ''}", step,
+                   encoded_images(batch))
 
 
 def lightning_variant(args: argparse.Namespace, batch: dict[str, Tensor],
@@ -170,7 +182,8 @@ def lightning_variant(args: argparse.Namespace, batch: dict[str, Tensor],
         optimizer.step()
         module.on_train_batch_end(loss, batch, i)
 
-    return Variant("lightning training_step (erm)", step, encoded_images(batch))
+    return Variant(f"lightning training_step (erm{', compiled' if args.compile else ''})", step,
+                   encoded_images(batch))
 
 
 def _status_kib(key: str) -> int:
@@ -256,6 +269,45 @@ def report(variants: list[Variant], args: argparse.Namespace, device: torch.devi
               f"{rate / reference_rate:>8.2f} {variant.peak_bytes / 2**20:>21.1f}")
 
 
+def profile(variant: Variant, steps: int, device: torch.device) -> None:
+    """Where a variant's step time goes: operators by self time, kernel launches per step."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            variant.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = profiler.key_averages()
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
+                                                        "cudaLaunchKernelExC"))
+    operators = sum(e.count for e in events if e.key.startswith("aten::"))
+    print(f"\n{variant.name}: {operators / steps:.0f} aten operator calls and "
+          f"{launches / steps:.0f} kernel launches a step")
+    if device.type == "cuda":
+        print_synchronisations(variant, device)
+    sorts = ["self_cpu_time_total"] + (["self_cuda_time_total"] if device.type == "cuda" else [])
+    for sort in sorts:
+        print(events.table(sort_by=sort, row_limit=20, max_name_column_width=48))
+
+
+def print_synchronisations(variant: Variant, device: torch.device) -> None:
+    """The lines of one step that wait for the GPU (CUDA's sync debug mode, as warnings)."""
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            variant.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    lines = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                if "synchroniz" in str(w.message))
+    print(f"{sum(lines.values())} synchronisations a step: "
+          + ", ".join(f"{where} x{count}" for where, count in lines.most_common()))
+
+
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -269,11 +321,15 @@ def main() -> None:
     patch = BACKBONES.get(args.backbone)()["patch_size"]
     batch = patient_batch(args.batch, args.views, args.tiles, args.size, patch, device)
     variants = [timm_variant(args, encoded_images(batch), device)]
+    if args.compile:
+        variants.append(timm_variant(args, encoded_images(batch), device, compiled=True))
     variants += [algorithm_variant(name, args, batch, device) for name in args.algorithms]
     if not args.no_lightning:
         variants.append(lightning_variant(args, batch, device))
     run(variants, args, device)
     report(variants, args, device)
+    for variant in variants if args.profile else []:
+        profile(variant, args.profile, device)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
     val_every_n_epochs: int = Field(1, ge=1)
     limit_train_batches: float | int = 1.0
+    # torch.compile the transformer for training (SharedBackbone.use_compiled): fewer,
+    # fused kernels; worth it on a GPU, where eager small batches are launch-bound.
+    compile: bool = False
 
     @property
     def lightning_strategy(self) -> str:

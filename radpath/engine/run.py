@@ -119,6 +119,7 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
     train_loader, val_loader = make_loaders(manifest, config)
     train_set = train_loader.dataset
     algorithm = build_algorithm(config, train_set.domains, train_set.num_grades)
+    algorithm.model.backbone.use_compiled(config.trainer.compile)
     module = RadpathModule(algorithm, config.optim, seed=config.seed)
     record = _initial_record(config, manifest, manifests, train_set, algorithm)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ Backbone shapes are registered in :data:`BACKBONES`, each a small function retur
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -190,6 +191,7 @@ class SharedBackbone(nn.Module):
             for name, vit in self.encoders.items():
                 inject_lora(vit.blocks, MODALITIES if name == "shared" else (name,),
                             config.adapter_dim)
+        self.compiled = False
         self.pretrained_report = None
         if config.pretrained:
             self.pretrained_report = load_pretrained(self, config.pretrained)
@@ -227,18 +229,8 @@ class SharedBackbone(nn.Module):
             raise ValueError(f"{modality} images must be (B, {IN_CHANS[modality]}, H, W), "
                              f"got {tuple(x.shape)}")
         self._select_lora(vit, modality)
-        x = self.patch_embed[modality](x)
-        if masking is not None:
-            masked, token = masking
-            x = torch.where(masked[..., None], token.to(x), x)
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
-        for index, block in enumerate(vit.blocks):
-            x = block(x)
-            if self.adapters is not None:
-                x = self.adapters[modality][index](x)
-            if mixstyle is not None and index in self.config.mixstyle_layers:
-                x = mixstyle(x, domains)
-        return vit.norm(x)
+        encode = _compiled_encode() if self.compiled else _encode
+        return encode(self, vit, x, modality, domains, mixstyle, masking)
 
     def forward(self, x: Tensor, modality: str) -> Tensor:
         """The CLS embedding ``(B, D)``."""
@@ -270,12 +262,47 @@ class SharedBackbone(nn.Module):
             for attn, value in zip(attns, previous, strict=True):
                 attn.fused_attn = value
 
+    def use_compiled(self, enabled: bool = True) -> None:
+        """Run :meth:`forward_tokens` through ``torch.compile`` (or back in eager mode).
+
+        Compiling fuses the many small operations of the blocks and adapters (norms,
+        activations, residual adds, casts) into few kernels: on a GPU an eager step of
+        small batches spends its time launching them. The first step of each modality
+        compiles (a minute for ViT-B); the weights and their names do not change.
+        """
+        self.compiled = enabled
+
     @staticmethod
     def _select_lora(vit: VisionTransformer, modality: str) -> None:
         # Shared blocks cannot tell which modality they see: tell the LoRA layers.
         for module in vit.blocks.modules():
             if isinstance(module, LoRALinear):
                 module.modality = modality
+
+
+def _encode(backbone: SharedBackbone, vit: VisionTransformer, x: Tensor, modality: str,
+            domains: Tensor | None, mixstyle: nn.Module | None,
+            masking: tuple[Tensor, Tensor] | None) -> Tensor:
+    """The body of :meth:`SharedBackbone.forward_tokens`, a free function so that its
+    compiled form holds no reference to one backbone (copies of a model stay apart)."""
+    x = backbone.patch_embed[modality](x)
+    if masking is not None:
+        masked, token = masking
+        x = torch.where(masked[..., None], token.to(x), x)
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+    for index, block in enumerate(vit.blocks):
+        x = block(x)
+        if backbone.adapters is not None:
+            x = backbone.adapters[modality][index](x)
+        if mixstyle is not None and index in backbone.config.mixstyle_layers:
+            x = mixstyle(x, domains)
+    return vit.norm(x)
+
+
+@functools.cache
+def _compiled_encode() -> Callable[..., Tensor]:
+    # dynamic: the number of valid views and tiles changes from batch to batch.
+    return torch.compile(_encode, dynamic=True)
 
 
 def _check_modality(modality: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from copy import deepcopy
 from pathlib import Path
 
 import pydantic
@@ -7,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
+from torch._dynamo.utils import counters
 
 from radpath.errors import RadpathError
 from radpath.models.adapters import BottleneckAdapter, LoRALinear
@@ -181,3 +183,27 @@ def test_pretrained_failures_are_clear(tmp_path: Path) -> None:
         _backbone(pretrained=str(tmp_path / "absent.safetensors"))
     with pytest.raises(RadpathError, match="timm could not provide"):
         _backbone(pretrained="timm:no_such_model_anywhere")
+
+
+def test_compiled_tokens_and_gradients_match_eager_and_copies_stay_apart() -> None:
+    torch.manual_seed(0)
+    backbone = SharedBackbone(BackboneConfig(img_size=16, histo_img_size=16))
+    x = torch.randn(3, 3, 16, 16, requires_grad=True)
+    eager = backbone.forward_tokens(x, "histo")
+    (eager_grad,) = torch.autograd.grad(eager.sum(), x)
+    backbone.use_compiled()
+    captured = counters["stats"]["calls_captured"]
+    compiled = backbone.forward_tokens(x, "histo")
+    assert counters["stats"]["calls_captured"] > captured  # dynamo did trace the body
+    (compiled_grad,) = torch.autograd.grad(compiled.sum(), x)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(compiled_grad, eager_grad, atol=1e-4, rtol=1e-4)
+    # The compiled body is a free function: a copy (an EMA, a test-time adapter) runs its
+    # own weights, not those of the backbone it was copied from.
+    copy = deepcopy(backbone)
+    with torch.no_grad():
+        copy.encoders["shared"].norm.bias.add_(1.0)
+        moved = copy.forward_tokens(x, "histo")
+        torch.testing.assert_close(moved, eager.detach() + 1.0, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(backbone.forward_tokens(x, "histo"), eager.detach(),
+                                   atol=1e-5, rtol=1e-5)
