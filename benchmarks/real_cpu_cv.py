@@ -36,6 +36,7 @@ from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
 from radpath.evaluation.crossval import VAL_FRACTION, run_cv
+from radpath.evaluation.crossval_tables import modality_group_label
 from radpath.evaluation.evaluate import BOTH_MODALITIES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,11 +123,9 @@ def _pooled_aucs(rows: list[dict]) -> dict[tuple[str, str], float]:
     with both modalities where the cohort mixes them (modality "<m>, both modalities")."""
     pooled = {}
     for r in rows:
-        if (r.get("scope"), r.get("task"), r.get("metric")) == ("pooled", "malignancy", "auc"):
-            if r.get("domain") == "all":
-                pooled[(r["algorithm"], r["modality"])] = r["value"]
-            elif r.get("domain") == BOTH_MODALITIES:
-                pooled[(r["algorithm"], f"{r['modality']}, {BOTH_MODALITIES}")] = r["value"]
+        if ((r.get("scope"), r.get("task"), r.get("metric")) == ("pooled", "malignancy", "auc")
+                and r.get("domain") in ("all", BOTH_MODALITIES)):
+            pooled[(r["algorithm"], modality_group_label(r["modality"], r["domain"]))] = r["value"]
     return pooled
 
 

@@ -38,6 +38,12 @@ def write_cv_tables(rows: list[dict[str, Any]], out: Path, context: dict[str, An
         tmp.write_text("\n".join(lines) + "\n")
 
 
+def modality_group_label(modality: str, group: str) -> str:
+    """How tables name an AUC: the modality over all its units ("mammo"), or over a group of
+    them ("mammo, both modalities")."""
+    return modality if group == "all" else f"{modality}, {group}"
+
+
 def _auc_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The table's rows: per algorithm, each modality over all its units, then over the
     units with both modalities where the cohort mixes the two kinds."""
@@ -53,7 +59,7 @@ def _auc_lines(rows: list[dict[str, Any]]) -> list[str]:
                          and key[2:] == (modality, group, "auc") and key[1] != "pooled"]
                 per_fold = ", ".join(_value(r) for r in folds)
                 delong = pick.get((algorithm, "pooled", modality, group, "delong_p_vs_erm"))
-                name = modality if group == "all" else f"{modality}, {group}"
+                name = modality_group_label(modality, group)
                 lines.append(f"| {algorithm} | {name} | {format_estimate(pooled)} | {per_fold} "
                              f"| {'–' if delong is None else format(delong['value'], '.3f')} |")
     return lines
