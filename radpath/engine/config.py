@@ -83,8 +83,9 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
     val_every_n_epochs: int = Field(1, ge=1)
     limit_train_batches: float | int = 1.0
-    # torch.compile the transformer for training (SharedBackbone.use_compiled): fewer,
-    # fused kernels; worth it on a GPU, where eager small batches are launch-bound.
+    # torch.compile the transformer for training (SharedBackbone.use_compiled): fewer, fused
+    # kernels, meant for GPUs, where eager small batches are launch-bound
+    # (benchmarks/results/train_throughput_gpu.md); its speed there is not yet measured.
     compile: bool = False
 
     @property
@@ -137,7 +138,6 @@ class TrainConfig(_Strict):
                              f"size of model.backbone.name '{self.model.backbone.name}' "
                              f"({patch}); leave data.patch_size out to take the backbone's")
         return self
-
 
     @model_validator(mode="after")
     def _clipping_under_fp16(self) -> TrainConfig:

@@ -268,7 +268,7 @@ class SharedBackbone(nn.Module):
         Compiling fuses the many small operations of the blocks and adapters (norms,
         activations, residual adds, casts) into few kernels: on a GPU an eager step of
         small batches spends its time launching them. The first step of each modality
-        compiles (a minute for ViT-B); the weights and their names do not change.
+        compiles (minutes for ViT-B on an H200); the weights and their names do not change.
         """
         self.compiled = enabled
 
