@@ -9,6 +9,9 @@ import torch
 
 from radpath.algorithms import ALGORITHMS
 from radpath.algorithms.base import MODALITIES
+from radpath.algorithms.config import AlgorithmConfig
+from radpath.models.backbone import BackboneConfig
+from radpath.models.crossmodal import CrossModalModel, ModelConfig
 from tests.algorithms import tiny_algorithm
 from tests.cuda_autocast import cuda_bf16_autocast
 from tests.models import random_batch
@@ -37,3 +40,26 @@ def test_update_and_predict_run_under_cuda_bf16_autocast(name: str) -> None:
         prob = predictions[f"{modality}_prob"]
         assert torch.isfinite(prob.float()).all() and ((prob >= 0) & (prob <= 1)).all()
     assert all(p.dtype == torch.float32 for p in algorithm.parameters())
+
+
+# The model options of configs/real-cpu.yaml and the ablations, each a path of its own.
+MODEL_OPTIONS = {
+    "windows+bilateral": {"mammo_window": 16, "bilateral": True},
+    "tile_mean": {"histo_score": "tile_mean"},
+    "fused_dropout": {"fused_modality_dropout": 0.5},
+    "lora": {"backbone": BackboneConfig(img_size=32, histo_img_size=32, adapter="lora")},
+    "unshared": {"backbone": BackboneConfig(img_size=32, histo_img_size=32, shared=False)},
+}
+
+
+@pytest.mark.parametrize("option", MODEL_OPTIONS)
+def test_model_options_train_under_cuda_bf16_autocast(option: str) -> None:
+    torch.manual_seed(0)
+    settings = {"backbone": BackboneConfig(img_size=32, histo_img_size=32),
+                "projection_dim": 16, "mil_hidden": 16, **MODEL_OPTIONS[option]}
+    model = CrossModalModel(ModelConfig(**settings))
+    algorithm = ALGORITHMS.get("paper")(
+        model, AlgorithmConfig(name="paper", weights={"histo_tiles": 1.0}), domains=["a", "b"])
+    with cuda_bf16_autocast():
+        logs = algorithm.update(random_batch())
+    assert all(math.isfinite(value) for value in logs.values()), logs
