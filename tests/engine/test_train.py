@@ -4,15 +4,18 @@ import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from radpath.engine.checkpoint import load_run
-from radpath.engine.module import NonFiniteLossError
+from radpath.engine.config import OptimConfig
+from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.run import ema_of_floats, train
 from radpath.errors import ConfigError, RadpathError
+from tests.algorithms import tiny_algorithm
 from tests.cuda_autocast import cuda_bf16_autocast
 from tests.engine.conftest import REPO, images_per_epoch
 
@@ -186,3 +189,15 @@ def test_checkpoints_follow_the_per_modality_auc_not_the_fused_one():
                           "fused": auc(0.9)}) == 0.9
     assert monitored_auc({"mammo": NAN_ESTIMATE, "histo": NAN_ESTIMATE,
                           "fused": NAN_ESTIMATE}) == 0.0
+
+
+def test_bf16_clipping_bounds_the_gradient_norm_of_the_fused_adamw_parameters():
+    module = RadpathModule(tiny_algorithm("erm"), OptimConfig())
+    module.trainer = SimpleNamespace(precision="bf16-mixed")  # what the override reads
+    optimizer = module.algorithm.make_optimizer()
+    assert optimizer.defaults["fused"]
+    for param in module.parameters():
+        param.grad = torch.full_like(param, 10.0)
+    module.configure_gradient_clipping(optimizer, 1.0, "norm")
+    norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()])
+    assert torch.linalg.vector_norm(norms).item() == pytest.approx(1.0, rel=1e-4)
