@@ -17,16 +17,19 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-# CUDA autocast's float32 list (torch.amp docs, "CUDA Ops that can autocast to float32").
+# CUDA autocast's float32 lists (ATen's AT_FORALL_FP32 and AT_FORALL_FP32_SET_OPT_DTYPE, and
+# the torch.amp docs), by the names the Python functions and Tensor methods carry. Only
+# out-of-place ops autocast: in-place ones (``exp_``) keep their tensor's dtype.
 FLOAT32_OPS = frozenset({
     "acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p",
-    "reciprocal", "rsqrt", "sinh", "tan", "pow", "softplus", "layer_norm", "group_norm",
-    "norm", "nuclear_norm", "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss",
-    "nll_loss", "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss",
-    "mse_loss", "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss",
-    "triplet_margin_loss", "multi_margin_loss", "binary_cross_entropy_with_logits", "dist",
-    "pdist", "cdist", "renorm", "logsumexp", "prod", "softmax", "log_softmax", "cumprod",
-    "cumsum", "sum", "cross_entropy",
+    "reciprocal", "rsqrt", "sinh", "tan", "pow", "__pow__", "__rpow__", "__rtruediv__",
+    "__rdiv__", "softplus", "layer_norm", "group_norm", "norm", "nuclear_norm", "normalize",
+    "cosine_similarity", "poisson_nll_loss", "cosine_embedding_loss", "nll_loss",
+    "hinge_embedding_loss", "kl_div", "l1_loss", "smooth_l1_loss", "huber_loss", "mse_loss",
+    "margin_ranking_loss", "multilabel_margin_loss", "soft_margin_loss", "triplet_margin_loss",
+    "multi_margin_loss", "binary_cross_entropy_with_logits", "dist", "pdist", "cdist",
+    "renorm", "logsumexp", "interpolate", "prod", "softmax", "softmin", "log_softmax",
+    "cumprod", "cumsum", "sum", "vector_norm", "matrix_norm", "cross_entropy",
 })
 # CUDA autocast's "widest input type" list.
 PROMOTE_OPS = frozenset({
@@ -59,7 +62,7 @@ def _cast(args, dtype: torch.dtype):
 class _CudaPolicy(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "").rstrip("_")
+        name = getattr(func, "__name__", "")
         if not torch.is_autocast_enabled("cpu"):
             return func(*args, **kwargs)
         if name in PROMOTE_OPS and (widest := _widest(args)) is not None:
