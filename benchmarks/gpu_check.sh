@@ -9,7 +9,13 @@
 #      epochs on the synthetic cohort: wall time, run.json, the end-to-end path on CUDA.
 # Python packages the machine's image lacks travel as wheels in .whl (see the device tool's
 # notes): pydantic and its core, annotated-types, typing-inspection, typing_extensions,
-# pydicom, torchstain. Everything written lands in OUT (default gpu-check-out).
+# pydicom, torchstain. Fetch them here (versions as in .venv), with /.whl/ in .git/info/exclude:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 \
+#     pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+#     typing_extensions==4.16.0 pydicom==3.0.2 torchstain==1.4.1
+# and name .whl in the device call's carry. Everything written lands in OUT (default
+# gpu-check-out).
 #
 #   bash benchmarks/gpu_check.sh                  # on the GPU machine
 #   GPU_CHECK_CPU=1 bash benchmarks/gpu_check.sh  # dry run of the same steps on a CPU, tiny
