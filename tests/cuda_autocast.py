@@ -68,7 +68,9 @@ class _CudaPolicy(TorchFunctionMode):
         if name in PROMOTE_OPS and (widest := _widest(args)) is not None:
             args = _cast(args, widest)
         out = func(*args, **kwargs)
-        if name in FLOAT32_OPS and isinstance(out, Tensor) and out.dtype == torch.bfloat16:
+        # An explicit dtype= makes an op ineligible for autocast: its output keeps it.
+        if (name in FLOAT32_OPS and "dtype" not in kwargs and isinstance(out, Tensor)
+                and out.dtype == torch.bfloat16):
             return out.float()
         return out
 
