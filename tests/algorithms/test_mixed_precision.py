@@ -24,9 +24,12 @@ def test_the_emulated_policy_gives_cudas_output_dtypes() -> None:
         pooled = torch.logsumexp(product, dim=1)
         probabilities = product.softmax(dim=1)
         joined = torch.cat([product, pooled[:, None]], dim=1)
+        in_place = product.clone().exp_()
+        explicit = product.sum(dim=1, dtype=torch.bfloat16)
     assert product.dtype == torch.bfloat16
     assert pooled.dtype == probabilities.dtype == joined.dtype == torch.float32
-    assert torch.logsumexp(x, dim=1).dtype == torch.float32  # nothing changes outside
+    assert in_place.dtype == explicit.dtype == torch.bfloat16  # not eligible for autocast
+    assert torch.logsumexp(product, dim=1).dtype == torch.bfloat16  # nothing changes outside
 
 
 @pytest.mark.parametrize("name", ALGORITHMS.names())
