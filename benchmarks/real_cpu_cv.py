@@ -37,7 +37,7 @@ from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
 from radpath.evaluation.crossval import VAL_FRACTION, run_cv
 from radpath.evaluation.crossval_tables import modality_group_label
-from radpath.evaluation.evaluate import BOTH_MODALITIES
+from radpath.evaluation.evaluate import SUMMARY_GROUPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (
@@ -124,7 +124,7 @@ def _pooled_aucs(rows: list[dict]) -> dict[tuple[str, str], float]:
     pooled = {}
     for r in rows:
         if ((r.get("scope"), r.get("task"), r.get("metric")) == ("pooled", "malignancy", "auc")
-                and r.get("domain") in ("all", BOTH_MODALITIES)):
+                and r.get("domain") in SUMMARY_GROUPS):
             pooled[(r["algorithm"], modality_group_label(r["modality"], r["domain"]))] = r["value"]
     return pooled
 

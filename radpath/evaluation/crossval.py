@@ -43,15 +43,14 @@ from radpath.evaluation.crossval_tables import write_cv_tables
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.evaluate import (
     BOTH_MODALITIES,
+    SUMMARY_GROUPS,
     both_modalities,
     groups_of,
     metric_rows,
     thresholds_from,
 )
 from radpath.evaluation.predict import (
-    MODALITY_OUTPUTS as MODALITIES,
-)
-from radpath.evaluation.predict import (
+    MODALITY_OUTPUTS,
     UnitPredictions,
     concat_predictions,
     predict_dataset,
@@ -186,7 +185,7 @@ def _fold_rows(algorithm: str, folds: list[FoldPredictions]) -> list[dict[str, A
     """Malignancy AUC of each fold on its own held-out units, to show the spread."""
     rows = []
     for fold in folds:
-        for modality in MODALITIES:
+        for modality in MODALITY_OUTPUTS:
             for group, among in _unit_groups(fold.test, modality):
                 if among.any():
                     estimate = malignancy_auc(fold.test, modality, among)[0]
@@ -200,7 +199,7 @@ def _unit_groups(predictions: UnitPredictions, modality: str) -> list[tuple[str,
     """All units with ``modality``, and those of them with both modalities where the units
     mix the two kinds (see :data:`radpath.evaluation.evaluate.BOTH_MODALITIES`)."""
     return [(group, among) for group, among in groups_of(predictions, modality)
-            if group in ("all", BOTH_MODALITIES)]
+            if group in SUMMARY_GROUPS]
 
 
 def _delong_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
@@ -212,7 +211,7 @@ def _delong_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
         if predictions.unit_id != pooled["erm"].unit_id:
             raise RuntimeError("cross-validation predictions of two algorithms cover "
                                "different units")
-        for modality in MODALITIES if algorithm != "erm" else ():
+        for modality in MODALITY_OUTPUTS if algorithm != "erm" else ():
             for group, among in _unit_groups(predictions, modality):
                 target, scores = malignancy_scores(predictions, modality, among)
                 reference = malignancy_scores(pooled["erm"], modality, among)[1]
@@ -249,9 +248,9 @@ def _write_predictions(path: Path, folds: list[FoldPredictions]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["unit_id", "fold", "label", *(f"{m}_prob" for m in MODALITIES)])
+        writer.writerow(["unit_id", "fold", "label", *(f"{m}_prob" for m in MODALITY_OUTPUTS)])
         for fold in folds:
             p = fold.test
             for i, unit in enumerate(p.unit_id):
-                probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITIES]
+                probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITY_OUTPUTS]
                 writer.writerow([unit, fold.fold, int(p.label[i]), *probs])

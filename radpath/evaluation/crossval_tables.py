@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from radpath.atomic import atomic_path
-from radpath.evaluation.evaluate import BOTH_MODALITIES
-from radpath.evaluation.predict import MODALITY_OUTPUTS as MODALITIES
+from radpath.evaluation.evaluate import BOTH_MODALITIES, SUMMARY_GROUPS
+from radpath.evaluation.predict import MODALITY_OUTPUTS
 from radpath.evaluation.protocols import format_estimate, without_nan
 
 
@@ -50,8 +50,8 @@ def _auc_lines(rows: list[dict[str, Any]]) -> list[str]:
     pick = _malignancy_rows(rows)
     lines = []
     for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
-        for group in ("all", BOTH_MODALITIES):
-            for modality in MODALITIES:
+        for group in SUMMARY_GROUPS:
+            for modality in MODALITY_OUTPUTS:
                 pooled = pick.get((algorithm, "pooled", modality, group, "auc"))
                 if pooled is None:
                     continue

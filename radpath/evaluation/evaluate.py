@@ -35,6 +35,8 @@ TASKS = {"malignancy": lambda label: label == 2, "abnormality": lambda label: la
 # and malignant patients get an H&E partner (H&E has no normal class), so "has H&E" predicts
 # the label and the fused AUC over all units rewards that cue; over these units it cannot.
 BOTH_MODALITIES = "both modalities"
+# The pooled groups cross-validation tabulates: every unit, then the units with both.
+SUMMARY_GROUPS = ("all", BOTH_MODALITIES)
 
 
 def task_labels(predictions: UnitPredictions, task: str) -> tuple[np.ndarray, np.ndarray]:
