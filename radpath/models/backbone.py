@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -225,12 +225,42 @@ class SharedBackbone(nn.Module):
                 image modelling, :mod:`radpath.models.masked`).
         """
         vit = self.trunk(modality)
-        if x.ndim != 4 or x.shape[1] != IN_CHANS[modality]:
-            raise ValueError(f"{modality} images must be (B, {IN_CHANS[modality]}, H, W), "
-                             f"got {tuple(x.shape)}")
+        _check_images(x, modality)
         self._select_lora(vit, modality)
-        encode = _compiled_encode() if self.compiled else _encode
+        encode = _compiled(_encode) if self.compiled else _encode
         return encode(self, vit, x, modality, domains, mixstyle, masking)
+
+    def forward_tokens_many(self, images: Mapping[str, Tensor], *,
+                            domains: Mapping[str, Tensor | None] | None = None,
+                            mixstyle: nn.Module | None = None) -> dict[str, Tensor]:
+        """:meth:`forward_tokens` of several modalities' images: ``{modality: tokens}``.
+
+        When the modalities share one transformer, bottleneck (or no) adapters and one
+        token grid, their images cross the blocks as one batch, each modality's adapter and
+        MixStyle applied to its own rows: one pass launches half the kernels of two, and a
+        GPU step of small batches is bound by launching them. The tokens are those of
+        separate passes up to float rounding. Otherwise (separate encoders, LoRA, grids
+        that differ) one :meth:`forward_tokens` per modality.
+
+        Args:
+            images: ``{modality: (B_m, C_m, H, W)}``.
+            domains: ``{modality: (B_m,)}`` domain indices, passed on to ``mixstyle``.
+            mixstyle: as in :meth:`forward_tokens`, applied to each modality's rows alone.
+        """
+        domains = domains or {}
+        for modality, x in images.items():
+            _check_images(x, modality)
+        if not self._one_pass(images):
+            return {m: self.forward_tokens(x, m, domains=domains.get(m), mixstyle=mixstyle)
+                    for m, x in images.items()}
+        encode = _compiled(_encode_joint) if self.compiled else _encode_joint
+        return encode(self, self.encoders["shared"], dict(images), dict(domains), mixstyle)
+
+    def _one_pass(self, images: Mapping[str, Tensor]) -> bool:
+        """Whether ``images`` of several modalities can cross the blocks as one batch."""
+        grids = {self.grid_size(m, tuple(x.shape[-2:])) for m, x in images.items()}
+        return (len(images) > 1 and len(grids) == 1 and self.config.shared
+                and self.config.adapter != "lora")  # LoRA's update is chosen per pass
 
     def forward(self, x: Tensor, modality: str) -> Tensor:
         """The CLS embedding ``(B, D)``."""
@@ -263,7 +293,8 @@ class SharedBackbone(nn.Module):
                 attn.fused_attn = value
 
     def use_compiled(self, enabled: bool = True) -> None:
-        """Run :meth:`forward_tokens` through ``torch.compile`` (or back in eager mode).
+        """Run :meth:`forward_tokens` and :meth:`forward_tokens_many` through
+        ``torch.compile`` (or back in eager mode).
 
         Compiling fuses the many small operations of the blocks and adapters (norms,
         activations, residual adds, casts) into few kernels: on a GPU an eager step of
@@ -299,15 +330,46 @@ def _encode(backbone: SharedBackbone, vit: VisionTransformer, x: Tensor, modalit
     return vit.norm(x)
 
 
+def _encode_joint(backbone: SharedBackbone, vit: VisionTransformer, images: dict[str, Tensor],
+                  domains: dict[str, Tensor | None],
+                  mixstyle: nn.Module | None) -> dict[str, Tensor]:
+    """The body of :meth:`SharedBackbone.forward_tokens_many`'s single pass: each
+    modality's rows get its own patch embedding, adapters and MixStyle statistics."""
+    modalities = list(images)
+    embedded = [vit._pos_embed(backbone.patch_embed[m](images[m])) for m in modalities]
+    counts = [len(tokens) for tokens in embedded]
+    x = vit.norm_pre(vit.patch_drop(torch.cat(embedded)))
+    for index, block in enumerate(vit.blocks):
+        x = block(x)
+        mixing = mixstyle is not None and index in backbone.config.mixstyle_layers
+        if backbone.adapters is None and not mixing:
+            continue
+        rows = list(x.split(counts))
+        for i, modality in enumerate(modalities):
+            if backbone.adapters is not None:
+                rows[i] = backbone.adapters[modality][index](rows[i])
+            if mixing:
+                rows[i] = mixstyle(rows[i], domains.get(modality))
+        x = torch.cat(rows)
+    return dict(zip(modalities, vit.norm(x).split(counts), strict=True))
+
+
 @functools.cache
-def _compiled_encode() -> Callable[..., Tensor]:
+def _compiled(encode: Callable[..., Any]) -> Callable[..., Any]:
     # dynamic: the number of valid views and tiles changes from batch to batch.
-    return torch.compile(_encode, dynamic=True)
+    return torch.compile(encode, dynamic=True)
 
 
 def _check_modality(modality: str) -> None:
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got '{modality}'")
+
+
+def _check_images(x: Tensor, modality: str) -> None:
+    _check_modality(modality)
+    if x.ndim != 4 or x.shape[1] != IN_CHANS[modality]:
+        raise ValueError(f"{modality} images must be (B, {IN_CHANS[modality]}, H, W), "
+                         f"got {tuple(x.shape)}")
 
 
 # ---------------------------------------------------------------- pretrained weights

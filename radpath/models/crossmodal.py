@@ -5,14 +5,16 @@ histology tiles, both or (rarely) neither; every output exists for every unit, w
 (or the head's response to zero features) where a modality is missing, so the losses only
 need the ``has_*`` and ``*_mask`` flags to select what counts.
 
-Only valid views and tiles go through the backbone. A modality absent from the whole batch
-is not encoded at all, so some parameters get no gradient in such a step: under DDP use
-Lightning's ``strategy="ddp_find_unused_parameters_true"``.
+Only valid views and tiles go through the backbone, both modalities in one pass where the
+backbone allows it (:meth:`SharedBackbone.forward_tokens_many`). A modality absent from the
+whole batch is not encoded at all, so some parameters get no gradient in such a step: under
+DDP use Lightning's ``strategy="ddp_find_unused_parameters_true"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import pydantic
@@ -95,6 +97,27 @@ class ModelConfig(pydantic.BaseModel):
         return value
 
 
+@dataclass
+class _Selection:
+    """What one modality of a batch sends through the backbone.
+
+    Attributes:
+        source: the batch's images ``(B, K, C, H, W)``.
+        mask: ``(B, K)`` valid views or tiles.
+        images: the flat stack to encode ``(N, C, H, W)``; None when nothing is valid.
+        domains: the domain index of each of ``images``, when the batch has domains.
+        keep: with mammogram windows, which windows of the valid views are encoded.
+        layout: with mammogram windows, ``(rows, cols)`` of windows per view.
+    """
+
+    source: Tensor
+    mask: Tensor
+    images: Tensor | None = None
+    domains: Tensor | None = None
+    keep: Tensor | None = None
+    layout: tuple[int, int] | None = None
+
+
 class CrossModalModel(nn.Module):
     """Shared ViT with modality adapters, MIL pooling, and malignancy/grade/lesion heads.
 
@@ -147,11 +170,14 @@ class CrossModalModel(nn.Module):
         """
         out: dict[str, Tensor] = {}
         present = []
+        selected = {m: self._select(batch, m) for m in MODALITIES}
+        encoded = self._encode_selected(selected, mixstyle)
         for modality in MODALITIES:
             if modality == "mammo":
-                instances, mask, views, localised = self._encode_mammo(batch, mixstyle)
+                instances, mask, views, localised = self._mammo_instances(
+                    batch, selected[modality], encoded.get(modality))
             else:
-                instances, mask, _ = self._encode_bag(batch, modality, mixstyle)
+                instances, mask = self._bag_instances(selected[modality], encoded.get(modality))
                 localised = None
             feat, attention = self.pools[modality](instances, mask)
             if modality == "mammo" and self.asymmetry is not None:
@@ -200,35 +226,65 @@ class CrossModalModel(nn.Module):
         heads = [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
         return {"backbone": backbone, "adapters": adapters, "heads": heads}
 
-    def _encode_bag(self, batch: Mapping[str, Tensor], modality: str,
-                    mixstyle: nn.Module | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """CLS features ``(B, K, D)`` (zeros where missing), the valid mask ``(B, K)``, and
-        the patch tokens of the valid images only (None when there are none)."""
+    def _select(self, batch: Mapping[str, Tensor], modality: str) -> _Selection:
+        """The valid views or tiles of ``modality`` (mammogram windows holding breast,
+        with ``model.mammo_window``) as one flat stack, with their domains."""
         images = batch[modality]
         units, bag = images.shape[:2]
         mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
+        selection = _Selection(images, mask)
         flat_mask = mask.reshape(-1)
         if not bool(flat_mask.any()):
-            return images.new_zeros(units, bag, self.backbone.embed_dim), mask, None
-        flat = images.reshape(units * bag, *images.shape[2:])[flat_mask]
+            return selection
+        selection.images = images.reshape(units * bag, *images.shape[2:])[flat_mask]
         domains = batch.get(f"{modality}_domain")
         if domains is not None:
-            domains = domains[:, None].expand(units, bag).reshape(-1)[flat_mask]
-        cls, patches = self.encode_images(flat, modality, domains=domains, mixstyle=mixstyle)
-        instances = cls.new_zeros(units * bag, cls.shape[1]).masked_scatter(
-            flat_mask[:, None], cls)
-        return instances.reshape(units, bag, -1), mask, patches
+            selection.domains = domains[:, None].expand(units, bag).reshape(-1)[flat_mask]
+        if modality == "mammo" and self.config.mammo_window:
+            windows, selection.keep, selection.layout = self.mammo_windows(selection.images)
+            selection.images = windows[selection.keep]
+            if selection.domains is not None:
+                per_view = selection.layout[0] * selection.layout[1]
+                selection.domains = selection.domains.repeat_interleave(per_view)[
+                    selection.keep]
+        return selection
 
-    def _encode_mammo(self, batch: Mapping[str, Tensor], mixstyle: nn.Module | None
-                      ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
+    def _encode_selected(self, selected: Mapping[str, _Selection], mixstyle: nn.Module | None
+                         ) -> dict[str, tuple[Tensor, Tensor]]:
+        """CLS features ``(N, D)`` and patch tokens ``(N, gh * gw, D)`` of each modality that
+        has images to encode, in one backbone pass where the backbone allows it."""
+        chosen = {m: s for m, s in selected.items() if s.images is not None}
+        if not chosen:
+            return {}
+        tokens = self.backbone.forward_tokens_many(
+            {m: s.images for m, s in chosen.items()},
+            domains={m: s.domains for m, s in chosen.items()}, mixstyle=mixstyle)
+        return {m: (t[:, 0], t[:, NUM_PREFIX_TOKENS:]) for m, t in tokens.items()}
+
+    def _bag_instances(self, selection: _Selection, encoded: tuple[Tensor, Tensor] | None
+                       ) -> tuple[Tensor, Tensor]:
+        """CLS features ``(B, K, D)`` of the views or tiles (zeros where missing) and the
+        valid mask ``(B, K)``."""
+        units, bag = selection.mask.shape
+        if encoded is None:
+            zeros = selection.source.new_zeros(units, bag, self.backbone.embed_dim)
+            return zeros, selection.mask
+        cls = encoded[0]
+        instances = cls.new_zeros(units * bag, cls.shape[1]).masked_scatter(
+            selection.mask.reshape(-1, 1), cls)
+        return instances.reshape(units, bag, -1), selection.mask
+
+    def _mammo_instances(self, batch: Mapping[str, Tensor], selection: _Selection,
+                         encoded: tuple[Tensor, Tensor] | None
+                         ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
         """MIL instances and mask (views, or windows of views), features per view, and the
         localisation outputs (None without the head)."""
         if self.config.mammo_window:
-            return self._encode_windows(batch, mixstyle)
-        instances, mask, patches = self._encode_bag(batch, "mammo", mixstyle)
+            return self._window_instances(selection, encoded)
+        instances, mask = self._bag_instances(selection, encoded)
         localised = None
         if self.localisation is not None:
-            scores = self.localisation(patches) if patches is not None else None
+            scores = self.localisation(encoded[1]) if encoded is not None else None
             localised = self._localise(batch["mammo"], mask, scores)
         return instances, mask, instances, localised
 
@@ -295,37 +351,28 @@ class CrossModalModel(nn.Module):
         full[keep] = kept_maps
         return cls.stitch(full, layout)
 
-    def _encode_windows(self, batch: Mapping[str, Tensor], mixstyle: nn.Module | None
-                        ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
+    def _window_instances(self, selection: _Selection, encoded: tuple[Tensor, Tensor] | None
+                          ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor] | None]:
         """Window instances ``(B, V * W, D)`` and their mask, mean window features per view
         ``(B, V, D)``, and the stitched localisation outputs (None without the head)."""
-        images = batch["mammo"]
-        units, bag = images.shape[:2]
-        view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
-        flat_mask = view_mask.reshape(-1)
+        images, view_mask = selection.source, selection.mask
+        units, bag = view_mask.shape
         side = self.config.mammo_window
         per_view = (images.shape[-2] // side) * (images.shape[-1] // side)
         dim = self.backbone.embed_dim
         instances = images.new_zeros(units * bag * per_view, dim)
         keep_all = torch.zeros(units * bag * per_view, dtype=torch.bool, device=images.device)
         localised = None
-        if bool(flat_mask.any()):
-            valid = images.reshape(units * bag, *images.shape[2:])[flat_mask]
-            windows, keep, layout = self.mammo_windows(valid)
-            domains = batch.get("mammo_domain")
-            if domains is not None:
-                domains = domains[:, None].expand(units, bag).reshape(-1)[flat_mask]
-                domains = domains.repeat_interleave(per_view)[keep]
-            cls, patches = self.encode_images(windows[keep], "mammo", domains=domains,
-                                              mixstyle=mixstyle)
+        if encoded is not None:
+            cls, patches = encoded
             # Slots of every window of every view; those of valid views take ``keep``.
-            slots = flat_mask.repeat_interleave(per_view)
-            slots[slots.clone()] = keep
+            slots = view_mask.reshape(-1).repeat_interleave(per_view)
+            slots[slots.clone()] = selection.keep
             instances = instances.to(cls).masked_scatter(slots[:, None], cls)
             keep_all = slots
             if self.localisation is not None:
-                localised = self._localise(images, view_mask,
-                                           *self._window_scores(patches, keep, layout))
+                localised = self._localise(images, view_mask, *self._window_scores(
+                    patches, selection.keep, selection.layout))
         elif self.localisation is not None:
             localised = self._localise(images, view_mask, None)
         instances = instances.reshape(units, bag, per_view, dim)

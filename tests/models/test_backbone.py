@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch._dynamo.utils import counters
 
+from radpath.augment.mixstyle import TokenMixStyle
 from radpath.errors import RadpathError
 from radpath.models.adapters import BottleneckAdapter, LoRALinear
 from radpath.models.backbone import BACKBONES, BackboneConfig, SharedBackbone
@@ -207,3 +208,82 @@ def test_compiled_tokens_and_gradients_match_eager_and_copies_stay_apart() -> No
         torch.testing.assert_close(moved, eager.detach() + 1.0, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(backbone.forward_tokens(x, "histo"), eager.detach(),
                                    atol=1e-5, rtol=1e-5)
+
+
+def _randomise_adapters(backbone: SharedBackbone) -> None:
+    # Fresh adapters are the identity (zero up-projection): give each modality its own.
+    with torch.no_grad():
+        for parameter in backbone.adapter_parameters():
+            parameter.normal_(0.0, 0.2)
+
+
+def _count_block_rows(backbone: SharedBackbone) -> list[int]:
+    rows: list[int] = []
+    for vit in backbone.encoders.values():
+        vit.blocks[0].register_forward_hook(lambda _m, args, _o: rows.append(len(args[0])))
+    return rows
+
+
+def test_one_pass_over_both_modalities_matches_a_pass_each() -> None:
+    # One MixStyle block, so both orders draw its mixing for mammograms first.
+    backbone = _backbone(mixstyle_layers=(1,))
+    _randomise_adapters(backbone)
+    images = {"mammo": torch.randn(2, 1, 32, 32, requires_grad=True),
+              "histo": torch.randn(3, 3, 32, 32, requires_grad=True)}
+    domains = {"mammo": torch.tensor([0, 1]), "histo": torch.tensor([1, 0, 1])}
+    readout = torch.randn(64)
+    results = []
+    for one_pass in (True, False):
+        rows = _count_block_rows(backbone)
+        mixstyle = TokenMixStyle(p=1.0, alpha=0.3, mix="crossdomain", seed=0)
+        if one_pass:
+            tokens = backbone.forward_tokens_many(images, domains=domains, mixstyle=mixstyle)
+        else:  # each modality through every block before the next, as before
+            tokens = {m: backbone.forward_tokens(x, m, domains=domains[m], mixstyle=mixstyle)
+                      for m, x in images.items()}
+        assert rows == ([5] if one_pass else [2, 3])
+        loss = sum(((t @ readout) ** 2).mean() for t in tokens.values())
+        grads = torch.autograd.grad(loss, [*images.values(),
+                                           *backbone.adapter_parameters()])
+        results.append((tokens, grads))
+        for vit in backbone.encoders.values():
+            vit.blocks[0]._forward_hooks.clear()
+    (joint, joint_grads), (apart, apart_grads) = results
+    for modality in images:
+        torch.testing.assert_close(joint[modality], apart[modality], atol=1e-5, rtol=1e-5)
+    for a, b in zip(joint_grads, apart_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("overrides", "histo_side"), [({}, 16), ({"adapter": "lora"}, 32),
+                                                       ({"shared": False}, 32)])
+def test_one_pass_falls_back_to_a_pass_each(overrides: dict, histo_side: int) -> None:
+    backbone = _backbone(**overrides)
+    _randomise_adapters(backbone)
+    images = {"mammo": torch.randn(2, 1, 32, 32),
+              "histo": torch.randn(3, 3, histo_side, histo_side)}
+    rows = _count_block_rows(backbone)
+    tokens = backbone.forward_tokens_many(images)
+    assert sorted(rows) == [2, 3]
+    for modality, x in images.items():
+        torch.testing.assert_close(tokens[modality], backbone.forward_tokens(x, modality))
+
+
+def test_one_pass_checks_each_modality_s_images() -> None:
+    with pytest.raises(ValueError, match="histo images must be"):
+        _backbone().forward_tokens_many({"mammo": torch.randn(1, 1, 32, 32),
+                                         "histo": torch.randn(1, 1, 32, 32)})
+
+
+def test_compiled_one_pass_matches_eager() -> None:
+    torch.manual_seed(0)
+    backbone = SharedBackbone(BackboneConfig(img_size=16, histo_img_size=16))
+    _randomise_adapters(backbone)
+    images = {"mammo": torch.randn(2, 1, 16, 16), "histo": torch.randn(3, 3, 16, 16)}
+    eager = backbone.forward_tokens_many(images)
+    backbone.use_compiled()
+    captured = counters["stats"]["calls_captured"]
+    compiled = backbone.forward_tokens_many(images)
+    assert counters["stats"]["calls_captured"] > captured
+    for modality in images:
+        torch.testing.assert_close(compiled[modality], eager[modality], atol=1e-5, rtol=1e-5)
