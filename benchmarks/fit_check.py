@@ -82,7 +82,7 @@ def _train_epoch(algorithm, optimizer, dataset: PatientBagDataset, epoch: int,
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(logs[term])
+        losses.append(float(logs[term]))
     return losses
 
 

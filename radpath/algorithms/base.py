@@ -47,8 +47,12 @@ class Algorithm(nn.Module):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return self.model(batch, mixstyle=self.mixstyle if self.training else None)
 
-    def compute_loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        """The training loss of one batch and its named terms (as floats, for logging)."""
+    def compute_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The training loss of one batch and its named terms, detached, for logging.
+
+        The terms stay tensors: reading one as a float waits for the device to finish the
+        forward pass, so a caller reads them after queueing the backward (:meth:`update`).
+        """
         out = self(batch)
         terms = self.supervised_terms(out, batch)
         terms.update(self.extra_terms(out, batch))
@@ -56,8 +60,8 @@ class Algorithm(nn.Module):
         total = self.rescale(total)
         if self.training:
             self.steps_done += 1
-        logs = {name: float(value.detach()) for name, (_, value) in terms.items()}
-        logs["loss"] = float(total.detach())
+        logs = {name: value.detach() for name, (_, value) in terms.items()}
+        logs["loss"] = total.detach()
         return total, logs
 
     def rescale(self, total: Tensor) -> Tensor:
@@ -166,14 +170,18 @@ class Algorithm(nn.Module):
         loss.backward()
         self._optimizer.step()
         self.after_step()
-        return logs
+        return {name: float(value) for name, value in logs.items()}
 
 
 def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean BCE over ``mask``; a zero that keeps the graph when nothing is selected."""
-    if not bool(mask.any()):
-        return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits[mask], target[mask])
+    """Mean BCE over ``mask``; a zero that keeps the graph when nothing is selected.
+
+    Weighted rather than indexed: selecting by a boolean mask, or asking whether it
+    selects anything, waits for the device on every call.
+    """
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    chosen = mask.to(losses.dtype)
+    return torch.where(mask, losses, 0.0).sum() / chosen.sum().clamp(min=1.0)
 
 
 def modality_rows(out: dict[str, Tensor], batch: Batch, modality: str

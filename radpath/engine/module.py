@@ -53,9 +53,10 @@ class RadpathModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, logs = self.algorithm.compute_loss(batch)
         if not torch.isfinite(loss):
+            terms = {name: float(value) for name, value in logs.items()}
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step "
-                f"{self.global_step} (terms: {logs}); training stopped and the last good "
+                f"{self.global_step} (terms: {terms}); training stopped and the last good "
                 f"checkpoint was kept. Lower optim.lr or check the data.")
         size = int(batch["label"].shape[0])
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=size,

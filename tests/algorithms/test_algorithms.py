@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from radpath.algorithms import ALGORITHMS, Algorithm, register_algorithm
-from radpath.algorithms.base import MODALITIES, modality_rows
+from radpath.algorithms.base import MODALITIES, masked_bce, modality_rows
 from radpath.algorithms.config import IrmSettings, MixStyleSettings
 from radpath.errors import RadpathError
 from tests.algorithms import only, tiny_algorithm
@@ -130,7 +130,8 @@ def test_irm_weight_is_one_until_annealing_then_the_full_weight(name: str) -> No
 
 def test_irm_loss_is_divided_by_the_weight_after_annealing() -> None:
     algorithm = tiny_algorithm("irm", irm=IrmSettings(weight=7.0, anneal_steps=0)).eval()
-    _, logs = algorithm.compute_loss(random_batch())
+    _, terms = algorithm.compute_loss(random_batch())
+    logs = {name: float(value) for name, value in terms.items()}
     w = algorithm.config.weights
     weighted = (logs["mammo_bce"] * w.mammo + logs["histo_bce"] * w.histo
                 + logs["fused_bce"] * w.fused + logs["grade"] * w.grade
@@ -241,3 +242,16 @@ def test_weak_localisation_term_asks_the_most_suspicious_view_for_its_target(tar
     rows = batch["has_mammo"]
     expected = F.binary_cross_entropy_with_logits(most_suspicious[rows], positive[rows])
     torch.testing.assert_close(algorithm.localisation_loss(out, batch), expected)
+
+
+def test_masked_bce_is_the_mean_over_the_mask_and_zero_without_it() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0], requires_grad=True)
+    target = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    mask = torch.tensor([True, False, True, False])
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(0.5))) / 2
+    assert masked_bce(logits, target, mask).item() == pytest.approx(expected, rel=1e-6)
+    # The unselected entries get no gradient, not even from a target they disagree with.
+    (grad,) = torch.autograd.grad(masked_bce(logits, target, mask), logits)
+    assert grad[1] == 0 and grad[3] == 0 and grad[0] != 0
+    nothing = masked_bce(logits, target, torch.zeros(4, dtype=torch.bool))
+    assert nothing.item() == 0.0 and nothing.requires_grad
