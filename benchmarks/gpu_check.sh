@@ -6,7 +6,9 @@
 #      configs/paper.yaml's batch (640 images a step); with GPU_CHECK_COMPILE=1 also with
 #      trainer.compile (its first step compiles for minutes);
 #   3. `radpath train --config configs/paper.yaml` (ViT-B/16, 224 px, bf16-mixed) for a few
-#      epochs on the synthetic cohort: wall time, run.json, the end-to-end path on CUDA.
+#      epochs on the synthetic cohort: wall time, run.json, the end-to-end path on CUDA;
+#   4. `radpath evaluate --device cuda` of that run on its test split with causal test-time
+#      adaptation (the validation split, for the thresholds, predicted plainly).
 # Python packages the machine's image lacks travel as wheels in .whl (see the device tool's
 # notes): pydantic and its core, annotated-types, typing-inspection, typing_extensions,
 # pydicom, torchstain. Fetch them here (versions as in .venv), with /.whl/ in .git/info/exclude:
@@ -36,6 +38,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 
 if [ -n "${GPU_CHECK_CPU:-}" ]; then
   THROUGHPUT=(--device cpu --backbone vit_test --size 64 --steps 4 --warmup 1)
+  PREDICT_DEVICE=cpu
   TRAIN_SETS=(--set trainer.accelerator=cpu --set trainer.precision=bf16-mixed
               --set model.backbone.name=vit_test --set model.backbone.img_size=64
               --set model.backbone.histo_img_size=64 --set data.preprocess.mammo.size=64
@@ -44,6 +47,7 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then
 else
   THROUGHPUT=(--device cuda --backbone vit_base --size 224)
   TRAIN_SETS=()
+  PREDICT_DEVICE=cuda
 fi
 
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
@@ -80,4 +84,12 @@ lightning.__version__, '| timm', timm.__version__)"
   echo "train exit $? after $(( $(date +%s) - started )) s (preprocessing included)"
   cp "$WORK/run/run.json" "$WORK/run/config.yaml" "$OUT/" 2>/dev/null
   ls "$WORK/run/checkpoints" 2>/dev/null
+
+  step "radpath evaluate --device $PREDICT_DEVICE --adapt causal, test split"
+  started=$(date +%s)
+  "$PY" -m radpath evaluate --run "$WORK/run" --manifest "$WORK/synth/manifest.csv" \
+    --out "$WORK/eval" --split test --adapt causal --device "$PREDICT_DEVICE"
+  echo "evaluate exit $? after $(( $(date +%s) - started )) s"
+  grep -o "<th>device</th><td>[^<]*</td>" "$WORK/eval/report.html"
+  cp "$WORK/eval/metrics.json" "$OUT/" 2>/dev/null
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -104,3 +104,14 @@ def test_evaluate_command_prints_auc_and_localisation(tiny_run, tiny_manifest, t
     lines = result.output.splitlines()
     assert any("malignancy" in line and "AUC" in line and "(n=" in line for line in lines)
     assert any("localisation" in line and "hit rate" in line for line in lines)
+
+
+def test_evaluate_on_a_device_the_machine_lacks_says_so(tiny_run, tiny_manifest, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    result = runner.invoke(app, ["evaluate", "--run", str(tiny_run), "--manifest",
+                                 str(tiny_manifest), "--out", str(tmp_path / "eval"),
+                                 "--split", "val", "--device", "cuda:0"])
+    assert result.exit_code != 0
+    assert "0 visible CUDA device(s); use --device cpu" in str(result.exception)
+    assert not (tmp_path / "eval").exists()

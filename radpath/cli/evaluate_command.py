@@ -27,13 +27,16 @@ def evaluate(
     workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
     checkpoint: Annotated[str, typer.Option(help="Checkpoint to evaluate: best (on the run's "
                                                  "validation split) or last.")] = "best",
+    device: Annotated[str, typer.Option(help="Where to predict: auto (a GPU when one is "
+                                             "visible, else the CPU), cpu, cuda or "
+                                             "cuda:N.")] = "auto",
 ) -> None:
     """Evaluate a run: AUC, sensitivity/specificity, calibration, localisation, with CIs."""
     from radpath.evaluation.protocols import format_estimate
     from radpath.evaluation.runner import evaluate_run
 
     result = evaluate_run(run, manifest, out, adapt=adapt, split=split, workers=workers,
-                          checkpoint=checkpoint)
+                          checkpoint=checkpoint, device=device)
     table = Table(title=f"{result.metrics_path}", show_edge=False)
     for column in ("task", "modality", "domain", "metric", "value [95% CI] (n)"):
         table.add_column(column)

@@ -16,6 +16,7 @@ import yaml
 
 from radpath.algorithms.base import Algorithm
 from radpath.engine.config import TrainConfig, validate_config
+from radpath.engine.devices import resolve_device
 from radpath.engine.run import build_algorithm
 from radpath.errors import RadpathError
 
@@ -31,8 +32,11 @@ class LoadedRun:
     checkpoint: Path
 
 
-def load_run(folder: str | Path, *, which: str = "best") -> LoadedRun:
-    """Rebuild the algorithm of ``folder`` and load its ``best`` (or ``last``) weights."""
+def load_run(folder: str | Path, *, which: str = "best",
+             device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the algorithm of ``folder``, load its ``best`` (or ``last``) weights, and
+    put it on ``device`` (see :func:`radpath.engine.devices.resolve_device`)."""
+    target = resolve_device(device)
     folder = Path(folder)
     for needed in ("config.yaml", "run.json"):
         if not (folder / needed).is_file():
@@ -43,7 +47,7 @@ def load_run(folder: str | Path, *, which: str = "best") -> LoadedRun:
     checkpoint = _checkpoint_path(folder, record, which)
     algorithm = build_algorithm(config, record.get("domains", []), record.get("num_grades", 0))
     load_weights(algorithm, checkpoint)
-    algorithm.eval()
+    algorithm.to(target).eval()
     return LoadedRun(folder, config, record, algorithm, checkpoint)
 
 

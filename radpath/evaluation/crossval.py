@@ -37,6 +37,7 @@ from radpath.data.workflow import paired
 from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset, count_grades
+from radpath.engine.devices import prediction_device
 from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
 from radpath.evaluation.crossval_tables import write_cv_tables
@@ -172,6 +173,7 @@ def _grades_of_cohort(config: TrainConfig, manifest: Manifest) -> TrainConfig:
 def _predict_fold(name: str, run_dir: Path, manifest: Manifest,
                   checkpoint: str) -> FoldPredictions:
     run = load_run(run_dir, which=checkpoint)
+    run.algorithm.to(prediction_device(run.config.trainer))
     vocabulary = run.record.get("domains", [])
 
     def predict(split: str) -> UnitPredictions:

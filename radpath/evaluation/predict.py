@@ -19,6 +19,7 @@ from radpath.algorithms.base import Algorithm
 from radpath.data.cache import ArrayCache
 from radpath.data.preprocess import RecordPreprocessor, load_cached
 from radpath.engine.data import PatientBagDataset, collate_patients
+from radpath.engine.devices import batch_to
 
 MODALITY_OUTPUTS = ("mammo", "histo", "fused")
 
@@ -58,14 +59,16 @@ Predictor = Callable[[dict], dict]
 
 def predict_dataset(algorithm: Algorithm, dataset: PatientBagDataset, *,
                     predictor: Predictor | None = None, batch_size: int = 8) -> UnitPredictions:
-    """Predict every unit of ``dataset`` with ``predictor`` (default: ``algorithm.predict``)."""
+    """Predict every unit of ``dataset`` with ``predictor`` (default: ``algorithm.predict``),
+    on the device that holds ``algorithm``'s weights."""
     predict = predictor or algorithm.predict
+    device = next(algorithm.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         collate_fn=collate_patients)
     chunks: list[dict[str, np.ndarray]] = []
     scores: list[np.ndarray] = []
     for batch in loader:
-        out = predict(batch)
+        out = predict(batch_to(batch, device))
         chunks.append({
             **{f"{m}_prob": out[f"{m}_prob"].float().cpu().numpy() for m in MODALITY_OUTPUTS},
             "grade_prob": (out["grade_prob"].float().cpu().numpy() if "grade_prob" in out

@@ -26,6 +26,7 @@ from radpath.data.splits import lodo_folds, split_patients
 from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset
+from radpath.engine.devices import prediction_device
 from radpath.engine.run import train
 from radpath.errors import RadpathError
 from radpath.evaluation.delong import delong_test
@@ -94,7 +95,7 @@ def run_lodo(config: TrainConfig, manifest: Manifest, out: str | Path, *,
         for name in algorithms:
             settings = settings_of[name]
             train(settings, [train_csv], fold_dir / name, workers=workers)
-            run = load_run(fold_dir / name)
+            run = load_run(fold_dir / name, device=prediction_device(settings.trainer))
             vocabulary = run.record.get("domains", [])
             inside = predict_dataset(run.algorithm, PatientBagDataset(
                 fold.train, run.config.data, split="test", domains=vocabulary))

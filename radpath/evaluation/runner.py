@@ -40,11 +40,11 @@ def make_predictor(run: LoadedRun, adapt: str, *, mode: str = "episodic") -> Pre
 
 def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str | Path, *,
                  adapt: str = "none", split: str = "test", workers: int | None = None,
-                 n_boot: int = 1000, progress: bool = True,
-                 checkpoint: str = "best") -> EvaluationResult:
+                 n_boot: int = 1000, progress: bool = True, checkpoint: str = "best",
+                 device: str = "cpu") -> EvaluationResult:
     """Evaluate the run's ``best`` (or ``last``) checkpoint on ``split`` of ``manifests``
-    (all when unsplit)."""
-    run = load_run(run_dir, which=checkpoint)
+    (all when unsplit), predicting on ``device`` (:data:`~radpath.engine.devices.DEVICE_HELP`)."""
+    run = load_run(run_dir, which=checkpoint, device=device)
     manifest = read_paired(manifests, seed=run.config.seed)
     has_splits = all(r.split for r in manifest)
     chosen = split if has_splits else None
@@ -64,6 +64,7 @@ def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str 
     out = Path(out)
     metrics_path = _write_rows(rows, out / "metrics.json")
     context = {"run": str(run.folder), "checkpoint": run.checkpoint.name,
+               "device": str(next(run.algorithm.parameters()).device),
                "algorithm": run.config.algorithm.name, "adaptation": adapt,
                "split": chosen or "all (manifests have no split column)",
                "pairing": pairing_mode(manifest), "units": len(predictions),
