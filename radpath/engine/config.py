@@ -83,9 +83,10 @@ class TrainerConfig(_Strict):
     progress_bar: bool = True
     val_every_n_epochs: int = Field(1, ge=1)
     limit_train_batches: float | int = 1.0
-    # torch.compile the transformer for training (SharedBackbone.use_compiled): fewer, fused
-    # kernels, meant for GPUs, where eager small batches are launch-bound
-    # (benchmarks/results/train_throughput_gpu.md); its speed there is not yet measured.
+    # torch.compile the transformer for training and masked-image pretraining
+    # (SharedBackbone.use_compiled): fewer, fused kernels, meant for GPUs, where eager small
+    # batches are launch-bound (benchmarks/results/train_throughput_gpu.md); its speed
+    # there is not yet measured.
     compile: bool = False
 
     @property

@@ -150,6 +150,7 @@ def pretrain(config: TrainConfig, manifests: Sequence[str | Path], out: str | Pa
     cache_manifest(manifest, config.data.cache_dir, config.data.preprocess, workers=workers,
                    progress=config.trainer.progress_bar)
     model = CrossModalModel(config.model)
+    model.backbone.use_compiled(config.trainer.compile)
     result = pretrain_backbone(model, manifest, config, out, split=split)
     weights = out / "backbone.safetensors"
     if rank_zero_only.rank != 0:

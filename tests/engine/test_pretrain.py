@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from radpath.cli.main import _register_commands, app
 from radpath.data.manifest import read_manifest, write_manifest
+from radpath.engine.pretrain import pretrain
 from radpath.engine.run import train
 from radpath.errors import RadpathError
 from radpath.models.backbone import BackboneConfig, SharedBackbone
@@ -69,8 +70,6 @@ def test_pretrain_command_writes_weights_a_model_loads(tiny_manifest, tiny_confi
 
 def test_pretraining_switched_off_or_without_images_is_refused(tiny_manifest, tiny_config,
                                                                tmp_path):
-    from radpath.engine.pretrain import pretrain
-
     with pytest.raises(RadpathError, match=r"pretrain\.epochs is 0"):
         pretrain(tiny_config(), [tiny_manifest], tmp_path / "off")
     with pytest.raises(RadpathError, match="'holdout' split has no images"):
@@ -84,3 +83,14 @@ def test_pretraining_can_keep_to_one_modality(tiny_manifest, tiny_config, tmp_pa
     seen = json.loads((tmp_path / "run" / "run.json").read_text())["pretrain"]["images_seen"]
     assert seen["mammo"] == 0
     assert seen["histo"] == images_per_epoch(tiny_manifest, config, "train")["histo"]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_pretrain_command_compiles_as_training_does(tiny_manifest, tiny_config, tmp_path,
+                                                    monkeypatch, compiled):
+    seen = []
+    monkeypatch.setattr(SharedBackbone, "use_compiled",
+                        lambda self, enabled=True: seen.append(enabled))
+    pretrain(tiny_config("pretrain.epochs=1", f"trainer.compile={compiled}"), [tiny_manifest],
+             tmp_path / "pre", workers=1)
+    assert seen == [compiled]
