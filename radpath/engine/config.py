@@ -88,6 +88,10 @@ class TrainerConfig(_Strict):
     # batches are launch-bound (benchmarks/results/train_throughput_gpu.md); its speed
     # there is not yet measured.
     compile: bool = False
+    # float32 matrix products on GPUs: "highest" keeps them in float32; "high" lets them use
+    # TF32 tensor cores (Ampere and later: several times faster, about 1e-3 relative error),
+    # as Lightning's warning on such GPUs suggests. Set while a run (pre)trains, then restored.
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
 
     @property
     def lightning_strategy(self) -> str:

@@ -7,7 +7,8 @@ here. Prediction is in float32 on every device.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -49,3 +50,15 @@ def batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """``batch`` with its tensors on ``device`` (other values, e.g. ids, as they are)."""
     return {key: value.to(device) if torch.is_tensor(value) else value
             for key, value in batch.items()}
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str) -> Iterator[None]:
+    """torch's float32 matmul precision (``trainer.matmul_precision``) inside, the previous
+    one restored after: it is process-wide, and a library call should not leave it changed."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)

@@ -33,6 +33,7 @@ from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import combine
 from radpath.engine.config import PretrainConfig, TrainConfig, dump_config
 from radpath.engine.data import PatientBagDataset, collate_patients
+from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, set_dataset_epoch, with_schedule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.errors import RadpathError
@@ -122,7 +123,8 @@ def pretrain_backbone(model: CrossModalModel, manifest: Manifest, config: TrainC
     module = PretrainModule(MaskedImageModel(model, mask_ratio=settings.mask_ratio,
                                              mask_block=settings.mask_block), settings)
     trainer = _trainer(config, Path(out))
-    trainer.fit(module, loader)
+    with matmul_precision(config.trainer.matmul_precision):
+        trainer.fit(module, loader)
     losses = module.epoch_losses or [math.nan]
     return PretrainResult(settings.epochs, dict(module.images_seen), losses[0], losses[-1],
                           time.perf_counter() - started)

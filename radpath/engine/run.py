@@ -38,6 +38,7 @@ from radpath.data.splits import check_leakage, split_patients
 from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, check_trainable, dump_config
 from radpath.engine.data import PatientBagDataset, collate_patients
+from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.pretrain import pretrain_backbone
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
@@ -131,8 +132,9 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
         record["pretrain"] = pretrained.as_dict()
     trainer = _trainer(config, out, callbacks)
     try:
-        trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
-                    weights_only=True)
+        with matmul_precision(config.trainer.matmul_precision):
+            trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
+                        weights_only=True)
     except (KeyboardInterrupt, SystemExit, NonFiniteLossError) as exc:
         # Lightning turns Ctrl-C into SystemExit after a graceful shutdown.
         if trainer.is_global_zero:

@@ -201,3 +201,23 @@ def test_bf16_clipping_bounds_the_gradient_norm_of_the_fused_adamw_parameters():
     module.configure_gradient_clipping(optimizer, 1.0, "norm")
     norms = torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()])
     assert torch.linalg.vector_norm(norms).item() == pytest.approx(1.0, rel=1e-4)
+
+
+class _RecordPrecision(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_start(self, trainer, module):
+        self.seen.append(torch.get_float32_matmul_precision())
+
+
+def test_matmul_precision_holds_while_training_and_is_restored(tiny_manifest, tiny_config,
+                                                               tmp_path):
+    before = torch.get_float32_matmul_precision()
+    record = _RecordPrecision()
+    config = tiny_config("optim.epochs=1", "pretrain.epochs=1", "trainer.matmul_precision=high")
+    train(config, [tiny_manifest], tmp_path / "run", callbacks=[record], workers=1)
+    assert record.seen == ["high"]
+    assert torch.get_float32_matmul_precision() == before == "highest"
+    with pytest.raises(ConfigError, match=r"trainer\.matmul_precision"):
+        tiny_config("trainer.matmul_precision=tf32")
