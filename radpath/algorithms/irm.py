@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from radpath.algorithms.base import MODALITIES, Algorithm, Batch, modality_rows, register_algorithm
+from radpath.algorithms.base import MODALITIES, Algorithm, Batch, register_algorithm
 from radpath.objectives.irm import IrmSchedule, check_domains, irm_penalty_by_domain
 
 
 def irm_term(algorithm: Algorithm, out: dict[str, Tensor], batch: Batch) -> Tensor:
-    """The IRM penalty of each modality's logits across that modality's domains, summed."""
+    """The IRM penalty of each modality's logits across that modality's domains, summed
+    over the labelled units having the modality."""
     penalty = out["fused_logit"].sum() * 0.0
+    labelled = batch["label"] >= 0
     for modality in MODALITIES:
-        logits, targets, domains, _ = modality_rows(out, batch, modality)
-        if logits.numel():
-            penalty = penalty + irm_penalty_by_domain(logits, targets, domains)
+        penalty = penalty + irm_penalty_by_domain(
+            out[f"{modality}_logit"], batch["malignant"].float(), batch[f"{modality}_domain"],
+            labelled & batch[f"has_{modality}"].bool(), num_domains=len(algorithm.domains))
     return penalty
 
 

@@ -95,3 +95,29 @@ def test_single_domain_is_refused_with_its_name():
                                          "found 1: mias"):
         check_domains(["mias", "mias"])
     check_domains(["mias", "cbis"])
+
+
+def _penalty_domain_by_domain(logits, targets, domains, mask):
+    """The definition, one domain at a time: irm_penalty of each present domain's examples."""
+    keep = (domains >= 0) & ~torch.isnan(targets) & mask
+    penalties = [irm_penalty(logits[keep & (domains == d)], targets[keep & (domains == d)])
+                 for d in torch.unique(domains[keep]).tolist()]
+    return torch.stack(penalties).mean() if penalties else logits.sum() * 0.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_all_domains_at_once_equal_the_definition_with_gradients(seed):
+    gen = torch.Generator().manual_seed(seed)
+    size = 5 + seed * 3
+    logits = (torch.randn(size, generator=gen) * 2).requires_grad_()
+    targets = torch.randint(0, 2, (size,), generator=gen).float()
+    targets[torch.rand(size, generator=gen) < 0.15] = float("nan")
+    domains = torch.randint(-1, 4, (size,), generator=gen)  # some domains hold one example
+    mask = torch.rand(size, generator=gen) < 0.8
+    expected = _penalty_domain_by_domain(logits, targets, domains, mask)
+    for known in (4, None):
+        penalty = irm_penalty_by_domain(logits, targets, domains, mask, num_domains=known)
+        torch.testing.assert_close(penalty, expected, atol=1e-6, rtol=1e-5)
+        (grad,) = torch.autograd.grad(penalty, logits)
+        (expected_grad,) = torch.autograd.grad(expected, logits, retain_graph=True)
+        torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=1e-5)
