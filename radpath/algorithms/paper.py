@@ -8,6 +8,7 @@ in every domain at once.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from radpath.algorithms.base import Algorithm, Batch, register_algorithm
@@ -27,9 +28,11 @@ class Paper(IrmMixin, Algorithm):
         self.contrastive = SymmetricInfoNCE(init_temperature=self.config.temperature)
 
     def extra_terms(self, out: dict[str, Tensor], batch: Batch):
-        both = batch["has_mammo"] & batch["has_histo"]
-        alignment = self.contrastive(out["mammo_proj"][both], out["histo_proj"][both],
-                                     batch["label"][both], batch["pairing"][both])
+        # Units lacking a modality count as unpaired: the loss masks them out.
+        both = batch["has_mammo"].bool() & batch["has_histo"].bool()
+        pairing = torch.where(both, batch["pairing"], 0)
+        alignment = self.contrastive(out["mammo_proj"], out["histo_proj"], batch["label"],
+                                     pairing)
         return {"contrastive": (self.config.weights.contrastive, alignment),
                 "irm": (self.irm_weight(), irm_term(self, out, batch))}
 

@@ -103,33 +103,42 @@ class SymmetricInfoNCE(nn.Module):
         """
         _check_shapes(mammo_emb, histo_emb, labels, pairing)
         scale = self.scale()
-        valid = pairing > 0
-        if int(valid.sum()) < 2:
-            # A zero still attached to every input: under DDP a rank that skipped the
-            # loss would otherwise leave its peers waiting for gradients.
-            loss = (mammo_emb.sum() + histo_emb.sum() + self.logit_scale) * 0.0
-            accuracy = torch.zeros((), device=mammo_emb.device)
-        else:
-            loss, accuracy = self._loss(mammo_emb[valid], histo_emb[valid], labels[valid],
-                                        pairing[valid], scale)
+        loss, accuracy = self._loss(mammo_emb, histo_emb, labels, pairing, scale)
         if return_dict:
             return {"loss": loss, "logit_scale": scale.detach(), "accuracy": accuracy}
         return loss
 
     def _loss(self, mammo_emb: torch.Tensor, histo_emb: torch.Tensor, labels: torch.Tensor,
               pairing: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The masked symmetric loss and the mean retrieval accuracy of valid rows."""
+        """The masked symmetric loss and the mean retrieval accuracy of the paired rows.
+
+        Unpaired rows are masked out of the softmax and the mean rather than selected, so
+        nothing waits for the device. With fewer than two pairs there is no negative: the
+        loss is a zero still attached to every input (under DDP a rank that skipped the
+        loss would otherwise leave its peers waiting for gradients).
+        """
         # float32 logits: under bf16 autocast a scale of 100 leaves too few mantissa bits.
         mammo = F.normalize(mammo_emb.float(), dim=-1)
         histo = F.normalize(histo_emb.float(), dim=-1)
         logits = scale * mammo @ histo.T
-        logits = logits.masked_fill(pseudo_pair_mask(labels, pairing), float("-inf"))
+        paired = pairing > 0
+        diagonal = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        # Each row keeps its own pair: an unpaired row's loss is finite, and then ignored.
+        unused = ~(paired[:, None] & paired[None, :]) & ~diagonal
+        logits = logits.masked_fill(pseudo_pair_mask(labels, pairing) | unused, float("-inf"))
         target = torch.arange(len(logits), device=logits.device)
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        per_row = (F.cross_entropy(logits, target, reduction="none")
+                   + F.cross_entropy(logits.T, target, reduction="none")) / 2
+        pairs = paired.sum()
+        counted = paired & (pairs >= 2)
+        loss = torch.where(counted, per_row, 0.0).sum() / pairs.clamp(min=1)
+        if not len(logits):  # an empty batch: argmax has nothing to reduce
+            return loss, loss.detach()
         with torch.no_grad():
-            hits = (logits.argmax(1) == target).float().mean()
-            hits = (hits + (logits.T.argmax(1) == target).float().mean()) / 2
-        return loss, hits
+            hits = ((logits.argmax(1) == target).float()
+                    + (logits.T.argmax(1) == target).float()) / 2
+            accuracy = torch.where(counted, hits, 0.0).sum() / pairs.clamp(min=1)
+        return loss, accuracy
 
 
 def _check_shapes(mammo_emb: torch.Tensor, histo_emb: torch.Tensor, labels: torch.Tensor,

@@ -66,12 +66,23 @@ def test_mask_is_symmetric_and_spares_the_diagonal():
 
 def test_unpaired_rows_are_ignored():
     loss_fn = SymmetricInfoNCE()
-    a, b = _embeddings(5)
+    a, b = (t.requires_grad_() for t in _embeddings(5))
     labels = _codes(0, 1, 2, 0, 1)
-    with_unpaired = loss_fn(a, b, labels, _codes(1, 0, 1, 0, 1))
+    with_unpaired = loss_fn(a, b, labels, _codes(1, 0, 1, 0, 1), return_dict=True)
     keep = torch.tensor([0, 2, 4])
-    alone = loss_fn(a[keep], b[keep], labels[keep], _codes(1, 1, 1))
-    assert torch.allclose(with_unpaired, alone)
+    alone = loss_fn(a[keep], b[keep], labels[keep], _codes(1, 1, 1), return_dict=True)
+    assert torch.allclose(with_unpaired["loss"], alone["loss"])
+    assert with_unpaired["accuracy"] == alone["accuracy"]
+    grads = torch.autograd.grad(with_unpaired["loss"], [a, b])
+    grads_alone = torch.autograd.grad(alone["loss"], [a, b])
+    for grad, grad_alone in zip(grads, grads_alone, strict=True):
+        assert torch.allclose(grad, grad_alone) and not grad[[1, 3]].any()
+
+
+def test_an_empty_batch_gives_a_zero():
+    loss = SymmetricInfoNCE()(torch.zeros(0, 4), torch.zeros(0, 4), _codes(), _codes(),
+                              return_dict=True)
+    assert loss["loss"].item() == 0.0 and loss["accuracy"].item() == 0.0
 
 
 @pytest.mark.parametrize("pairing", [(0, 0, 0), (1, 0, 0)])
