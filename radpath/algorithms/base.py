@@ -113,15 +113,17 @@ class Algorithm(nn.Module):
         weak = masked_bce(most_suspicious, target, (batch["label"] >= 0) & batch["has_mammo"])
         if not self.config.lesion_supervision:
             return weak
-        known = batch["lesion_known"] & views
-        scores, maps = out["token_scores"][known], batch["lesion_map"][known]
-        if scores.numel() == 0:
-            return weak
+        # Every token of the views whose map is known, weighed in rather than selected.
+        known = (batch["lesion_known"] & views).to(weak.dtype)
+        known = known[..., None, None].expand_as(batch["lesion_map"])
+        maps = batch["lesion_map"] * known
+        tokens = known.sum()
         # Lesions cover few tokens: weight positives up so the map does not collapse to 0.
         positives = maps.sum().clamp(min=1.0)
-        pos_weight = ((maps.numel() - positives) / positives).clamp(max=50.0)
-        dense = F.binary_cross_entropy_with_logits(scores, maps, pos_weight=pos_weight)
-        return weak + dense
+        pos_weight = ((tokens - positives) / positives).clamp(max=50.0)
+        dense = F.binary_cross_entropy_with_logits(out["token_scores"], maps,
+                                                   pos_weight=pos_weight, reduction="none")
+        return weak + torch.where(known > 0, dense, 0.0).sum() / tokens.clamp(min=1.0)
 
     @torch.no_grad()
     def predict(self, batch: Batch) -> dict[str, Tensor]:

@@ -233,13 +233,14 @@ class CrossModalModel(nn.Module):
         units, bag = images.shape[:2]
         mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
         selection = _Selection(images, mask)
-        flat_mask = mask.reshape(-1)
-        if not bool(flat_mask.any()):
+        # One wait for the device: the positions, then selections by index.
+        valid = mask.reshape(-1).nonzero().squeeze(1)
+        if not len(valid):
             return selection
-        selection.images = images.reshape(units * bag, *images.shape[2:])[flat_mask]
+        selection.images = images.reshape(units * bag, *images.shape[2:])[valid]
         domains = batch.get(f"{modality}_domain")
         if domains is not None:
-            selection.domains = domains[:, None].expand(units, bag).reshape(-1)[flat_mask]
+            selection.domains = domains[:, None].expand(units, bag).reshape(-1)[valid]
         if modality == "mammo" and self.config.mammo_window:
             windows, selection.keep, selection.layout = self.mammo_windows(selection.images)
             selection.images = windows[selection.keep]

@@ -244,6 +244,22 @@ def test_weak_localisation_term_asks_the_most_suspicious_view_for_its_target(tar
     torch.testing.assert_close(algorithm.localisation_loss(out, batch), expected)
 
 
+def test_lesion_term_is_the_weighted_bce_over_the_tokens_of_views_with_known_maps() -> None:
+    algorithm = tiny_algorithm("erm", lesion_supervision=True)
+    batch = random_batch()
+    batch["lesion_known"] = batch["mammo_mask"] & torch.tensor([True, False, True, True])[:, None]
+    out = algorithm(batch)
+    weak = tiny_algorithm("erm", lesion_supervision=False).localisation_loss(out, batch)
+    known = batch["lesion_known"] & batch["mammo_mask"]
+    scores, maps = out["token_scores"][known], batch["lesion_map"][known]
+    positives = maps.sum()
+    expected = F.binary_cross_entropy_with_logits(
+        scores, maps, pos_weight=((maps.numel() - positives) / positives).clamp(max=50.0))
+    torch.testing.assert_close(algorithm.localisation_loss(out, batch), weak + expected)
+    batch["lesion_known"][:] = False  # no map known: the weak term alone
+    torch.testing.assert_close(algorithm.localisation_loss(out, batch), weak)
+
+
 def test_masked_bce_is_the_mean_over_the_mask_and_zero_without_it() -> None:
     logits = torch.tensor([2.0, -1.0, 0.5, 3.0], requires_grad=True)
     target = torch.tensor([1.0, 0.0, 0.0, 1.0])
