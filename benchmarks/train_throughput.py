@@ -22,9 +22,9 @@ peak RSS on CPU (reset through /proc/self/clear_refs where Linux allows it), els
         [--batch 32 --views 4 --tiles 16] [--profile 3] [--compile]
 
 ``--profile N`` adds, per variant, its kernel launches and aten calls a step, the source
-lines that synchronise with the GPU, and its busiest operators; ``--compile`` times
-radpath with ``trainer.compile`` and adds a compiled timm row (the eager one stays the
-reference).
+lines that synchronise with the GPU (on a CPU: the lines whose operators would), and its
+busiest operators; ``--compile`` times radpath with ``trainer.compile`` and adds a compiled
+timm row (the eager one stays the reference).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import ctypes.util
 import resource
 import statistics
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from radpath.algorithms import ALGORITHMS, Algorithm
 from radpath.algorithms.config import AlgorithmConfig
@@ -297,6 +299,8 @@ def profile(variant: Variant, steps: int, device: torch.device) -> None:
           f"{launches / steps:.0f} kernel launches a step")
     if device.type == "cuda":
         print_synchronisations(variant, device)
+    else:
+        print_device_waits(variant)
     sorts = ["self_cpu_time_total"] + (["self_cuda_time_total"] if device.type == "cuda" else [])
     for sort in sorts:
         print(events.table(sort_by=sort, row_limit=20, max_name_column_width=48))
@@ -316,6 +320,40 @@ def print_synchronisations(variant: Variant, device: torch.device) -> None:
                                 if "synchroniz" in str(w.message))
     print(f"{sum(lines.values())} synchronisations a step: "
           + ", ".join(f"{where} x{count}" for where, count in lines.most_common()))
+
+
+# Operators whose result a GPU must hand back before the CPU can go on: a tensor read as a
+# Python number, and outputs whose size depends on the values.
+_WAITING_OPS = {"_local_scalar_dense", "nonzero", "_unique2", "unique_dim", "masked_select"}
+_INDEX_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
+
+
+class _DeviceWaits(TorchDispatchMode):
+    """Counts, by calling source line, the operators that would wait for a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        by_mask = name in _INDEX_OPS and any(  # boolean-mask indexing runs a nonzero
+            isinstance(i, Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+        if name in _WAITING_OPS or by_mask:
+            frames = [f for f in traceback.extract_stack()
+                      if "/torch/" not in f.filename and f.filename != __file__]
+            where = (f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames
+                     else "inside torch")
+            self.lines[where] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def print_device_waits(variant: Variant) -> None:
+    """On a CPU, the lines of one step that would wait for a GPU, found by operator."""
+    with _DeviceWaits() as waits:
+        variant.step()
+    print(f"{sum(waits.lines.values())} operators a step would wait for a GPU: "
+          + ", ".join(f"{where} x{count}" for where, count in waits.lines.most_common()))
 
 
 def main() -> None:
