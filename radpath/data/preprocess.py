@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from radpath.data.cache import ArrayCache
+from radpath.data.cache import ArrayCache, ArrayMemory
 from radpath.data.histo import HistoConfig, StainNormalizer, most_tissue_rich, tile_image
 from radpath.data.io import read_image
 from radpath.data.mammo import Geometry, MammoConfig, MammoPreprocessor
@@ -201,12 +201,18 @@ def cache_manifest(manifest: Manifest, cache_root: str | Path, config: Preproces
     return report
 
 
-def load_cached(record: Record, cache: ArrayCache,
-                pre: RecordPreprocessor) -> dict[str, np.ndarray]:
-    """The record's arrays from the cache, computing and storing them on a miss."""
+def load_cached(record: Record, cache: ArrayCache, pre: RecordPreprocessor,
+                memory: ArrayMemory | None = None) -> dict[str, np.ndarray]:
+    """The record's arrays from ``memory``, else the cache, computing and storing them on a
+    miss (``memory``'s arrays are read-only)."""
     key = cache.key(Path(record.path), _cache_identity(pre.config, record))
+    arrays = memory.get(key) if memory is not None else None
+    if arrays is not None:
+        return arrays
     arrays = cache.get_arrays(key)
     if arrays is None:
         arrays = to_arrays(pre(record))
         cache.put_arrays(key, arrays)
+    if memory is not None:
+        memory.put(key, arrays)
     return arrays

@@ -31,7 +31,7 @@ import pydantic
 import torch
 from torch.utils.data import Dataset
 
-from radpath.data.cache import ArrayCache
+from radpath.data.cache import ArrayCache, ArrayMemory
 from radpath.data.histo import hed_jitter
 from radpath.data.manifest import MODALITIES, Manifest, Record
 from radpath.data.pairing import pairing_mode as _records_pairing_mode
@@ -74,6 +74,9 @@ class DataConfig(pydantic.BaseModel):
         mammo_vflip: flip training mammograms top to bottom with probability 0.5 (never
             left to right: the canonical laterality matters).
         num_workers: DataLoader worker processes.
+        memory_cache_mb: cache entries kept in memory once read, per process (each
+            DataLoader worker holds its own), so that later epochs skip the disk; 0 keeps
+            none. The real data of ``configs/real-cpu.yaml`` needs about 60 MiB.
         batch_size: units per batch.
         grade_column: the record field holding the ordinal grade.
     """
@@ -95,6 +98,7 @@ class DataConfig(pydantic.BaseModel):
     mammo_shift: float = pydantic.Field(0.0, ge=0.0, lt=0.5)
     mammo_vflip: bool = False
     num_workers: int = pydantic.Field(0, ge=0)
+    memory_cache_mb: int = pydantic.Field(512, ge=0)
     batch_size: int = pydantic.Field(8, ge=1)
     grade_column: str = "grade"
 
@@ -326,8 +330,10 @@ class PatientBagDataset(Dataset):
     def _load(self, record: Record) -> dict[str, np.ndarray]:
         if not self._worker:
             self._worker = {"cache": ArrayCache(self.config.cache_dir),
-                            "pre": RecordPreprocessor(self.config.preprocess)}
-        return load_cached(record, self._worker["cache"], self._worker["pre"])
+                            "pre": RecordPreprocessor(self.config.preprocess),
+                            "memory": ArrayMemory(self.config.memory_cache_mb << 20)}
+        return load_cached(record, self._worker["cache"], self._worker["pre"],
+                           self._worker["memory"])
 
     def _mammo(self, unit: Unit, rng: np.random.Generator | None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

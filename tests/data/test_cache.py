@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from radpath.data.cache import ArrayCache
+from radpath.data.cache import ArrayCache, ArrayMemory
 
 
 class _Config(BaseModel):
@@ -102,3 +102,25 @@ def test_dict_of_arrays_round_trip(cache: ArrayCache, source: Path) -> None:
 def test_bad_key_is_refused(cache: ArrayCache) -> None:
     with pytest.raises(ValueError, match="not a cache key"):
         cache.get("../../etc/passwd")
+
+
+def _arrays(nbytes: int, fill: int = 0) -> dict[str, np.ndarray]:
+    return {"image": np.full(nbytes, fill, dtype=np.uint8)}
+
+
+def test_memory_keeps_entries_read_only_and_drops_the_oldest_over_its_limit() -> None:
+    memory = ArrayMemory(limit_bytes=250)
+    for key in ("a", "b"):
+        memory.put(key, _arrays(100, ord(key)))
+    kept = memory.get("a")
+    assert kept is not None and kept["image"][0] == ord("a")
+    with pytest.raises(ValueError, match="read-only"):
+        kept["image"][0] = 0
+    memory.put("c", _arrays(100))  # 300 bytes would exceed 250: "a", the oldest, goes
+    assert memory.get("a") is None and memory.get("b") is not None and memory.get("c") is not None
+    assert len(memory) == 2 and memory.used_bytes == 200
+    memory.put("huge", _arrays(251))  # larger than the limit: not kept, nothing dropped
+    assert memory.get("huge") is None and len(memory) == 2
+    off = ArrayMemory(limit_bytes=0)
+    off.put("a", _arrays(1))
+    assert off.get("a") is None and len(off) == 0

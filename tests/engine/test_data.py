@@ -213,6 +213,22 @@ def test_training_draws_follow_seed_and_epoch(manifest: Manifest, config: DataCo
         assert not torch.equal(first[key], later[b][key])
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_items_read_from_memory_equal_items_read_from_disk(manifest: Manifest,
+                                                           config: DataConfig,
+                                                           train: bool) -> None:
+    remembered = PatientBagDataset(manifest, config, train=train, seed=3)
+    from_disk = PatientBagDataset(manifest, config.model_copy(update={"memory_cache_mb": 0}),
+                                  train=train, seed=3)
+    for epoch in (0, 1):  # the second epoch reads every entry from memory
+        remembered.set_epoch(epoch)
+        from_disk.set_epoch(epoch)
+        for a, b in zip(_items(remembered), _items(from_disk), strict=True):
+            for key in ("mammo", "histo", "lesion_map"):
+                assert torch.equal(a[key], b[key])
+    assert len(remembered._worker["memory"]) > 0 and len(from_disk._worker["memory"]) == 0
+
+
 def test_eval_items_are_deterministic_and_unaugmented(manifest: Manifest,
                                                       config: DataConfig) -> None:
     dataset = PatientBagDataset(manifest, config)
