@@ -40,8 +40,10 @@ class Algorithm(nn.Module):
         self.mixstyle = (TokenMixStyle(p=config.mixstyle.p, alpha=config.mixstyle.alpha,
                                        mix=config.mixstyle.mix, seed=seed)
                          if self.uses_mixstyle else None)
-        # Counted in a buffer so that schedules resume correctly from a checkpoint.
+        # Counted in a buffer so that schedules resume correctly from a checkpoint, and
+        # mirrored on the host: reading the buffer of a model on a GPU waits for the GPU.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self._steps_on_host: int | None = None
         self._optimizer: torch.optim.Optimizer | None = None
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
@@ -59,10 +61,22 @@ class Algorithm(nn.Module):
         total = sum(weight * value for weight, value in terms.values())
         total = self.rescale(total)
         if self.training:
+            steps = self.steps_taken()
             self.steps_done += 1
+            self._steps_on_host = steps + 1
         logs = {name: value.detach() for name, (_, value) in terms.items()}
         logs["loss"] = total.detach()
         return total, logs
+
+    def steps_taken(self) -> int:
+        """Training steps so far: the buffer is read once after loading, then counted here."""
+        if self._steps_on_host is None:
+            self._steps_on_host = int(self.steps_done)
+        return self._steps_on_host
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._steps_on_host = None  # a checkpoint's count replaces the host's
 
     def rescale(self, total: Tensor) -> Tensor:
         """Hook: a final scaling of the loss (IRM divides by its penalty weight)."""

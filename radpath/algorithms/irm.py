@@ -29,7 +29,7 @@ class IrmMixin:
         self.irm_schedule = IrmSchedule(weight=settings.weight, anneal_steps=settings.anneal_steps)
 
     def irm_weight(self: Algorithm) -> float:
-        return self.irm_schedule.weight_at(int(self.steps_done))
+        return self.irm_schedule.weight_at(self.steps_taken())
 
     def rescale(self: Algorithm, total: Tensor) -> Tensor:
         # As in the IRM authors' code: keep the gradient scale stable once the weight jumps.

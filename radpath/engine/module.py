@@ -44,7 +44,7 @@ class RadpathModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         schedule = getattr(self.algorithm, "irm_schedule", None)
-        if schedule is not None and schedule.just_annealed(int(self.algorithm.steps_done)):
+        if schedule is not None and schedule.just_annealed(self.algorithm.steps_taken()):
             # DomainBed resets Adam when the IRM weight jumps: its moments were estimated
             # under gradients of a very different scale.
             for optimizer in self.trainer.optimizers:
