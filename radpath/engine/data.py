@@ -15,8 +15,10 @@ Arrays come from the preprocessing cache (computed on a miss). Tensors are norma
 
 Training draws (tile subsets, augmentation) come from ``np.random.default_rng((seed,
 epoch, index))``, so an item depends on the seed, the epoch and its index only, never on
-the worker that loads it. Call :meth:`PatientBagDataset.set_epoch` before each epoch; with
-``persistent_workers=True`` the workers keep the epoch they were started with.
+the worker that loads it. The epoch comes with the key, ``dataset[(epoch, index)]``, as the
+training loaders' :class:`~radpath.engine.sampler.EpochTagged` sampler gives it, so that
+persistent workers need not be told; a plain index takes the epoch of
+:meth:`PatientBagDataset.set_epoch`.
 """
 
 from __future__ import annotations
@@ -303,10 +305,11 @@ class PatientBagDataset(Dataset):
         """The domain's index in the vocabulary, or -1."""
         return self._domain_index.get(name, -1)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         unit = self.units[index]
         augment = self.train and self.config.augment
-        rng = np.random.default_rng((self.seed, self.epoch, index)) if self.train else None
+        rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
         mammo, maps, known = self._mammo(unit, rng if augment else None)
         side = [SIDE_CODES.get(str(r.laterality).upper(), -1) for r in unit.mammo]
         histo = self._histo(unit, rng, augment)
@@ -386,6 +389,20 @@ def _pad(tensors: Sequence[torch.Tensor], length: int) -> tuple[torch.Tensor, to
         out[b, : len(tensor)] = tensor
         mask[b, : len(tensor)] = True
     return out, mask
+
+
+def loader_options(config: DataConfig, seed: int) -> dict[str, Any]:
+    """DataLoader options shared by every training loader: batches, workers, generator.
+
+    Workers persist, keeping their in-memory caches, since the epoch comes with each key.
+    The generator is the loader's own: a loader draws its workers' base seed on every new
+    iterator (each epoch in the main process, once with persistent workers), and drawn from
+    the global generator that would shift every later global draw (masks, drop-path) by a
+    number that depends on ``num_workers``.
+    """
+    return {"collate_fn": collate_patients, "num_workers": config.num_workers,
+            "persistent_workers": config.num_workers > 0,
+            "generator": torch.Generator().manual_seed(seed)}
 
 
 def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:

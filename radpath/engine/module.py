@@ -36,11 +36,10 @@ class RadpathModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Epoch-seeded randomness makes a run resumed at an epoch boundary retrace the
-        # uninterrupted one: tile draws, augmentation and MixStyle all restart from here.
-        epoch = self.current_epoch
-        set_dataset_epoch(self.trainer, epoch)
+        # uninterrupted one: MixStyle restarts from here, as the sampler's draws, tiles and
+        # augmentation do from the epoch Lightning gives the sampler (EpochTagged).
         if self.algorithm.mixstyle is not None:
-            self.algorithm.mixstyle.reseed(self.seed * 100_003 + epoch)
+            self.algorithm.mixstyle.reseed(self.seed * 100_003 + self.current_epoch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         schedule = getattr(self.algorithm, "irm_schedule", None)
@@ -138,13 +137,6 @@ def validation_aucs(merged: dict[str, Tensor]) -> dict[str, Any]:
         scores = merged[f"{modality}_prob"].cpu().numpy()[rows]
         results[modality] = auc_with_ci((label[rows] == 2).astype(int), scores, n_boot=500)
     return results
-
-
-def set_dataset_epoch(trainer: L.Trainer, epoch: int) -> None:
-    """Tell the training dataset which epoch's draws (tiles, augmentation) to make."""
-    dataset = getattr(trainer.train_dataloader, "dataset", None)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
 
 
 def with_schedule(optimizer: torch.optim.Optimizer, trainer: L.Trainer, warmup_epochs: float,

@@ -32,10 +32,11 @@ from radpath.data.manifest import Manifest, read_manifest
 from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import combine
 from radpath.engine.config import PretrainConfig, TrainConfig, dump_config
-from radpath.engine.data import PatientBagDataset, collate_patients
+from radpath.engine.data import PatientBagDataset, loader_options
 from radpath.engine.devices import matmul_precision
-from radpath.engine.module import NonFiniteLossError, set_dataset_epoch, with_schedule
+from radpath.engine.module import NonFiniteLossError, with_schedule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
+from radpath.engine.sampler import EpochShuffle, EpochTagged
 from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel
 from radpath.models.masked import MaskedImageModel
@@ -71,7 +72,6 @@ class PretrainModule(L.LightningModule):
         self._sum, self._count = 0.0, 0
 
     def on_train_epoch_start(self) -> None:
-        set_dataset_epoch(self.trainer, self.current_epoch)
         self._sum, self._count = 0.0, 0
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -185,9 +185,9 @@ def _loader(manifest: Manifest, config: TrainConfig, split: str | None) -> DataL
         where = f"the '{split}' split" if split else "the manifest"
         raise RadpathError(f"nothing to pretrain on: {where} has no images of "
                            f"pretrain.modalities ({', '.join(settings.modalities)})")
-    generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(dataset, batch_size=data.batch_size, shuffle=True, generator=generator,
-                      collate_fn=collate_patients, num_workers=data.num_workers)
+    return DataLoader(dataset, batch_size=data.batch_size,
+                      sampler=EpochTagged(EpochShuffle(len(dataset), seed=config.seed)),
+                      **loader_options(data, config.seed))
 
 
 def _trainer(config: TrainConfig, out: Path) -> L.Trainer:

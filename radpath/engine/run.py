@@ -37,12 +37,12 @@ from radpath.data.preprocess import cache_manifest
 from radpath.data.splits import check_leakage, split_patients
 from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, check_trainable, dump_config
-from radpath.engine.data import PatientBagDataset, collate_patients
+from radpath.engine.data import PatientBagDataset, loader_options
 from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.pretrain import pretrain_backbone
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
-from radpath.engine.sampler import BalancedUnitSampler
+from radpath.engine.sampler import BalancedUnitSampler, EpochTagged
 from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
 
@@ -94,13 +94,12 @@ def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, D
     train_set = PatientBagDataset(manifest, data, split="train", train=True, seed=config.seed)
     val_set = PatientBagDataset(manifest, data, split="val", train=False, seed=config.seed,
                                 domains=train_set.domains)
-    sampler = BalancedUnitSampler(train_set.labels, train_set.modality_domains,
-                                  seed=config.seed)
-    # Workers are not persistent: each epoch's workers must see the dataset's new epoch.
-    common = {"collate_fn": collate_patients, "num_workers": data.num_workers}
+    sampler = EpochTagged(BalancedUnitSampler(train_set.labels, train_set.modality_domains,
+                                              seed=config.seed))
     return (DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, drop_last=False,
-                       **common),
-            DataLoader(val_set, batch_size=data.batch_size, shuffle=False, **common))
+                       **loader_options(data, config.seed)),
+            DataLoader(val_set, batch_size=data.batch_size, shuffle=False,
+                       **loader_options(data, config.seed)))
 
 
 def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path, *,

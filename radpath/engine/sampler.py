@@ -1,9 +1,16 @@
-"""Sampling units so every label, and within a label every domain, is seen equally often."""
+"""Sampling units so every label, and within a label every domain, is seen equally often.
+
+Training loaders draw through :class:`EpochTagged`, which hands each index to the dataset
+together with the epoch it belongs to: the items' random draws depend on the epoch, and
+persistent DataLoader workers (started once, with the dataset as it was then) cannot be
+told the epoch any other way.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,3 +97,57 @@ class BalancedUnitSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class EpochShuffle(Sampler[int]):
+    """Every unit once an epoch, in an order drawn from ``(seed, epoch)`` alone.
+
+    Unlike a shuffling DataLoader, whose order also depends on how often its generator was
+    drawn from (once per iterator, which persistent workers create only once), the order
+    here is the same whatever the number of workers. Call :meth:`set_epoch` before each
+    epoch.
+    """
+
+    def __init__(self, num_units: int, *, seed: int = 0) -> None:
+        if num_units < 1:
+            raise ValueError(f"EpochShuffle needs at least one unit, got {num_units}")
+        self.num_units = int(num_units)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order :meth:`__iter__` yields."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.num_units)
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return self.num_units
+
+
+class EpochTagged(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` for each index of ``sampler``: the epoch travels with the index.
+
+    :class:`~radpath.engine.data.PatientBagDataset` makes an item's draws from the epoch in
+    its key, so workers need not be restarted each epoch to learn it (and lose their
+    in-memory cache). :meth:`set_epoch`, which Lightning calls each epoch, also sets the
+    wrapped sampler's epoch.
+    """
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        set_epoch: Any = getattr(self.sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

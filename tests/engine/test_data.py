@@ -211,6 +211,11 @@ def test_training_draws_follow_seed_and_epoch(manifest: Manifest, config: DataCo
     for key in ("mammo", "histo"):
         assert torch.equal(first[key], again[key])
         assert not torch.equal(first[key], later[b][key])
+    # The epoch may come with the key instead (EpochTagged), whatever set_epoch said.
+    tagged = PatientBagDataset(manifest, config, train=True, seed=3)
+    for key in ("mammo", "histo"):
+        assert torch.equal(tagged[(1, b)][key], later[b][key])
+        assert torch.equal(later[(0, b)][key], first[key])
 
 
 @pytest.mark.parametrize("train", [True, False])

@@ -7,7 +7,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from radpath.engine.sampler import BalancedUnitSampler, balanced_weights
+from radpath.engine.sampler import (
+    BalancedUnitSampler,
+    EpochShuffle,
+    EpochTagged,
+    balanced_weights,
+)
 
 # Deliberately unbalanced, one modality: label 0 has 6 units in domain a and 2 in b, label
 # 2 one unit in b, and one unit has an unknown label (-1).
@@ -85,3 +90,25 @@ def test_rejects_bad_input() -> None:
         BalancedUnitSampler([], [])
     with pytest.raises(ValueError, match="unit 1 holds no modality"):
         balanced_weights([0, 0], [{"mammo": "a"}, {}])
+
+
+def test_epoch_shuffle_is_a_permutation_drawn_from_seed_and_epoch() -> None:
+    a, b = EpochShuffle(50, seed=3), EpochShuffle(50, seed=3)
+    assert sorted(a) == list(range(50)) and len(a) == 50
+    assert list(a) == list(b) == list(a)
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first and sorted(a) == list(range(50))
+    assert list(EpochShuffle(50, seed=4)) != first
+    with pytest.raises(ValueError, match="at least one unit"):
+        EpochShuffle(0)
+
+
+def test_epoch_tagged_pairs_each_index_with_the_epoch_and_sets_the_inner_epoch() -> None:
+    inner = BalancedUnitSampler(LABELS, DOMAINS, seed=7)
+    tagged = EpochTagged(inner)
+    assert list(tagged) == [(0, i) for i in inner] and len(tagged) == len(inner)
+    tagged.set_epoch(3)
+    assert inner.epoch == 3
+    assert list(tagged) == [(3, i) for i in inner]
+    assert list(EpochTagged(range(4))) == [(0, 0), (0, 1), (0, 2), (0, 3)]  # no set_epoch

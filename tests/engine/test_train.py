@@ -48,6 +48,22 @@ def test_same_seed_same_numbers(tiny_manifest, tiny_config, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
+def test_persistent_workers_give_the_numbers_of_the_main_process(tiny_manifest, tiny_config,
+                                                                 tmp_path):
+    # Workers start once and keep the dataset they began with: unless each key carries
+    # its epoch, every later epoch would repeat the first epoch's draws. Masks, drop-path
+    # and modality dropout draw from the global generator, which the loaders leave alone.
+    settings = ("optim.epochs=3", "pretrain.epochs=2", "data.max_tiles=1",
+                "model.backbone.drop_path=0.2", "model.fused_modality_dropout=0.5")
+    main = train(tiny_config(*settings), [tiny_manifest], tmp_path / "main", workers=1)
+    workers = train(tiny_config(*settings, "data.num_workers=2"), [tiny_manifest],
+                    tmp_path / "workers", workers=1)
+    assert main.val_metrics == workers.val_metrics
+    a, b = _weights(main.last_checkpoint), _weights(workers.last_checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class _Interrupt(Callback):
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == 2:
