@@ -75,7 +75,9 @@ class DataConfig(pydantic.BaseModel):
             moves lesions across window borders.
         mammo_vflip: flip training mammograms top to bottom with probability 0.5 (never
             left to right: the canonical laterality matters).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes, started once per loader and kept
+            (with their in-memory caches) from epoch to epoch; 0 loads in the main process.
+            The numbers do not depend on it.
         memory_cache_mb: cache entries kept in memory once read, per process (each
             DataLoader worker holds its own), so that later epochs skip the disk; 0 keeps
             none. The real data of ``configs/real-cpu.yaml`` needs about 60 MiB.
