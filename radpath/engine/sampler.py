@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -142,9 +141,8 @@ class EpochTagged(Sampler[tuple[int, int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        set_epoch: Any = getattr(self.sampler, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return ((self.epoch, index) for index in self.sampler)
