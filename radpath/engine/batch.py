@@ -26,7 +26,15 @@ lesion_map         (B, V, gh, gw) float    1 on patch-grid cells inside a lesion
 lesion_known       (B, V) bool             the view has lesion annotations (its map is truth)
 mammo_side         (B, V) long             laterality of each view: 0 left, 1 right, -1 unknown
                                            or absent (used by ``model.bilateral``)
+mammo_rows         (M,) long               flat positions ``unit * V + view`` of the M views
+                                           that exist in units that have mammograms
+histo_rows         (N,) long               the same for the N tiles, ``unit * T + tile``
 =================  ======================  ==================================================
+
+The ``*_rows`` keys restate the masks as the collate function sees them on the host: a
+model selects the images by them without reading a mask back from a GPU (the number of
+rows is in their shape). They are optional; a batch built by hand may leave them out, and
+one whose masks or ``has_*`` flags are changed must drop or recompute them.
 
 Unit ids travel beside the tensors as ``unit_id`` (a list of strings).
 """
@@ -40,6 +48,6 @@ MALIGNANT = LABEL_CODES["malignant"]
 TENSOR_KEYS = (
     "mammo", "mammo_mask", "histo", "histo_mask", "has_mammo", "has_histo", "label",
     "malignant", "grade", "mammo_domain", "histo_domain", "pairing", "lesion_map",
-    "lesion_known", "mammo_side",
+    "lesion_known", "mammo_side", "mammo_rows", "histo_rows",
 )
 SIDE_CODES = {"L": 0, "R": 1}

@@ -40,6 +40,7 @@ from radpath.data.pairing import pairing_mode as _records_pairing_mode
 from radpath.data.pairing import patient_label
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
 from radpath.engine.batch import LABEL_CODES, MALIGNANT, PAIRING_CODES, SIDE_CODES
+from radpath.models.crossmodal import valid_rows
 
 T = TypeVar("T")
 
@@ -428,6 +429,8 @@ def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("has_mammo", "has_histo", "label", "malignant", "grade", "mammo_domain",
                 "histo_domain", "pairing"):
         batch[key] = torch.stack([item[key] for item in items])
+    for modality in ("mammo", "histo"):
+        batch[f"{modality}_rows"] = valid_rows(batch, modality)
     return batch
 
 

@@ -233,8 +233,11 @@ class CrossModalModel(nn.Module):
         units, bag = images.shape[:2]
         mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
         selection = _Selection(images, mask)
-        # One wait for the device: the positions, then selections by index.
-        valid = mask.reshape(-1).nonzero().squeeze(1)
+        # Positions the collate function found on the host; finding them here would wait
+        # for the device.
+        valid = batch.get(f"{modality}_rows")
+        if valid is None:
+            valid = valid_rows(batch, modality)
         if not len(valid):
             return selection
         selection.images = images.reshape(units * bag, *images.shape[2:])[valid]
@@ -448,3 +451,10 @@ def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tens
     the valid tiles."""
     count = mask.sum(dim=1)
     return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)
+
+
+def valid_rows(batch: Mapping[str, Tensor], modality: str) -> Tensor:
+    """Flat positions (``unit * bag + slot``) of the images of ``modality`` that exist:
+    the batch's ``*_rows`` keys, which the collate function computes on the host."""
+    mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
+    return mask.reshape(-1).nonzero().squeeze(1)

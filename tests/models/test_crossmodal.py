@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from radpath.models.backbone import BackboneConfig
-from radpath.models.crossmodal import CrossModalModel, ModelConfig
+from radpath.models.crossmodal import CrossModalModel, ModelConfig, valid_rows
 from tests.models import CountingMixStyle, random_batch
 
 B, V, T, D = 4, 2, 3, 64
@@ -234,3 +234,19 @@ def test_fused_modality_dropout_must_be_a_share_below_one() -> None:
     for bad in (-0.1, 1.0):
         with pytest.raises(pydantic.ValidationError, match="fused_modality_dropout"):
             ModelConfig(fused_modality_dropout=bad)
+
+
+def test_rows_of_the_batch_select_the_images_the_masks_select() -> None:
+    batch = random_batch()  # unit 0: view 0 and tiles 0-1; unit 1: no tiles; unit 2: no views
+    assert valid_rows(batch, "mammo").tolist() == [0, 2, 3, 6, 7]
+    assert valid_rows(batch, "histo").tolist() == [0, 1, 6, 8, 9, 10, 11]
+    model = _model().eval()
+    given = {**batch, **{f"{m}_rows": valid_rows(batch, m) for m in ("mammo", "histo")}}
+    with torch.no_grad():
+        expected, out = model(batch), model(given)
+    for key in ("mammo_logit", "histo_logit", "fused_logit", "token_scores"):
+        assert torch.equal(out[key], expected[key]), key
+    # The rows are what the model selects by: other rows, other features.
+    swapped = {**given, "histo_rows": torch.tensor([0, 2, 6, 8, 9, 10, 11])}
+    with torch.no_grad():
+        assert not torch.equal(model(swapped)["histo_feat"][0], expected["histo_feat"][0])
