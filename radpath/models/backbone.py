@@ -23,13 +23,14 @@ from typing import Any, Literal
 import pydantic
 import timm
 import torch
-from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from radpath.errors import RadpathError
 from radpath.models.adapters import LoRALinear, bottleneck_adapters, inject_lora
+from radpath.models.stems import hmlp_strides, patch_embedding
 from radpath.registry import Registry
 
 _log = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ class BackboneConfig(pydantic.BaseModel):
             the first block by default: shallow features carry style (stain, exposure)
             rather than content (Zhou et al. 2021).
         drop_path: stochastic depth rate of the last block.
+        stem: ``linear``, ViT's patch embedding, or ``hmlp``, a nonlinear stem that stays
+            within each patch (:mod:`radpath.models.stems`); pretrained weights then
+            leave the stem as initialised.
         pretrained: a local ``.safetensors``/``.pth``/``.pt`` file, or ``timm:NAME`` /
             ``hf-hub:NAME`` to let timm download weights (needs network access).
     """
@@ -109,6 +113,7 @@ class BackboneConfig(pydantic.BaseModel):
     adapter_dim: int = pydantic.Field(16, ge=1)
     mixstyle_layers: tuple[int, ...] = (0,)
     drop_path: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+    stem: Literal["linear", "hmlp"] = "linear"
     pretrained: str | None = None
 
     @pydantic.field_validator("name")
@@ -119,11 +124,13 @@ class BackboneConfig(pydantic.BaseModel):
         return name
 
     @pydantic.model_validator(mode="after")
-    def _layers_exist(self) -> BackboneConfig:
+    def _fits_the_backbone(self) -> BackboneConfig:
         depth = BACKBONES.get(self.name)()["depth"]
         bad = [i for i in self.mixstyle_layers if not 0 <= i < depth]
         if bad:
             raise ValueError(f"mixstyle_layers {bad} outside the {depth} blocks of {self.name}")
+        if self.stem == "hmlp":
+            hmlp_strides(BACKBONES.get(self.name)()["patch_size"])
         return self
 
 
@@ -143,10 +150,6 @@ class _NativeGrid(nn.Module):
         raise RuntimeError("use SharedBackbone.patch_embed[modality], not the trunk's own")
 
 
-def _patch_embed(spec: dict[str, Any], img_size: int, in_chans: int) -> PatchEmbed:
-    """A patch embedding built as timm builds it for ``dynamic_img_size=True``."""
-    return PatchEmbed(img_size=img_size, patch_size=spec["patch_size"], in_chans=in_chans,
-                      embed_dim=spec["embed_dim"], output_fmt="NHWC", strict_img_size=False)
 
 
 def _trunk(spec: dict[str, Any], img_size: int, drop_path: float) -> VisionTransformer:
@@ -180,7 +183,9 @@ class SharedBackbone(nn.Module):
         self.depth: int = spec["depth"]
         sizes = {"mammo": config.img_size, "histo": config.histo_img_size}
         self.patch_embed = nn.ModuleDict(
-            {m: _patch_embed(spec, sizes[m], IN_CHANS[m]) for m in MODALITIES})
+            {m: patch_embedding(img_size=sizes[m], patch_size=spec["patch_size"],
+                                in_chans=IN_CHANS[m], embed_dim=spec["embed_dim"],
+                                stem=config.stem) for m in MODALITIES})
         trunks = {"shared": config.img_size} if config.shared else sizes
         self.encoders = nn.ModuleDict(
             {name: _trunk(spec, size, config.drop_path) for name, size in trunks.items()})
