@@ -233,11 +233,7 @@ class CrossModalModel(nn.Module):
         units, bag = images.shape[:2]
         mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
         selection = _Selection(images, mask)
-        # Positions the collate function found on the host; finding them here would wait
-        # for the device.
-        valid = batch.get(f"{modality}_rows")
-        if valid is None:
-            valid = valid_rows(batch, modality)
+        valid = valid_rows(batch, modality)
         if not len(valid):
             return selection
         selection.images = images.reshape(units * bag, *images.shape[2:])[valid]
@@ -454,7 +450,13 @@ def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tens
 
 
 def valid_rows(batch: Mapping[str, Tensor], modality: str) -> Tensor:
-    """Flat positions (``unit * bag + slot``) of the images of ``modality`` that exist:
-    the batch's ``*_rows`` keys, which the collate function computes on the host."""
+    """Flat positions (``unit * bag + slot``) of the images of ``modality`` that exist.
+
+    The batch's ``{modality}_rows`` when it has them: the collate function finds them on
+    the host, where finding them from the masks on a GPU would wait for the device.
+    """
+    rows = batch.get(f"{modality}_rows")
+    if rows is not None:
+        return rows
     mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
     return mask.reshape(-1).nonzero().squeeze(1)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from radpath.models.backbone import IN_CHANS, MODALITIES, NUM_PREFIX_TOKENS
-from radpath.models.crossmodal import CrossModalModel
+from radpath.models.crossmodal import CrossModalModel, valid_rows
 
 
 class MaskedImageModel(nn.Module):
@@ -101,8 +101,7 @@ def batch_images(model: CrossModalModel, batch: Mapping[str, Tensor]) -> dict[st
     images = {}
     for modality in MODALITIES:
         stack = batch[modality]
-        present = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
-        images[modality] = stack.reshape(-1, *stack.shape[2:])[present.reshape(-1)]
+        images[modality] = stack.reshape(-1, *stack.shape[2:])[valid_rows(batch, modality)]
     if model.config.mammo_window and len(images["mammo"]):
         windows, keep, _ = model.mammo_windows(images["mammo"])
         images["mammo"] = windows[keep]
