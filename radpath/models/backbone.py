@@ -125,12 +125,13 @@ class BackboneConfig(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _fits_the_backbone(self) -> BackboneConfig:
-        depth = BACKBONES.get(self.name)()["depth"]
-        bad = [i for i in self.mixstyle_layers if not 0 <= i < depth]
+        spec = BACKBONES.get(self.name)()
+        bad = [i for i in self.mixstyle_layers if not 0 <= i < spec["depth"]]
         if bad:
-            raise ValueError(f"mixstyle_layers {bad} outside the {depth} blocks of {self.name}")
+            raise ValueError(f"mixstyle_layers {bad} outside the {spec['depth']} blocks of "
+                             f"{self.name}")
         if self.stem == "hmlp":
-            hmlp_strides(BACKBONES.get(self.name)()["patch_size"])
+            hmlp_strides(spec["patch_size"])  # raises unless a power of two
         return self
 
 
@@ -148,8 +149,6 @@ class _NativeGrid(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         raise RuntimeError("use SharedBackbone.patch_embed[modality], not the trunk's own")
-
-
 
 
 def _trunk(spec: dict[str, Any], img_size: int, drop_path: float) -> VisionTransformer:

@@ -6,8 +6,8 @@ images, a transformer learns better with a few convolutions in front of it (Xiao
 let each token see its neighbours' pixels, which breaks masked image modelling: a masked
 patch could be read off its neighbours' tokens. The hierarchical MLP stem of DeiT III
 (Touvron et al. 2022) keeps every kernel equal to its stride, 4 then 2 then 2 for 16-px
-patches, so each token still depends on its own patch alone, while the embedding gains two
-nonlinear layers.
+patches, so each token still depends on its own patch alone, while the embedding gains a
+nonlinear layer per extra stage (one for 8-px patches, two for 16-px ones).
 """
 
 from __future__ import annotations
