@@ -53,6 +53,7 @@ from radpath.algorithms import ALGORITHMS, Algorithm
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.engine.config import OptimConfig
 from radpath.engine.data import collate_patients
+from radpath.engine.devices import batch_to
 from radpath.engine.module import RadpathModule
 from radpath.models.backbone import BACKBONES, BackboneConfig
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
@@ -117,7 +118,7 @@ def patient_batch(units: int, views: int, tiles: int, size: int, patch: int,
     } for i in range(units)]
     batch = collate_patients(items)
     del batch["unit_id"]
-    return {key: value.to(device) for key, value in batch.items()}
+    return batch_to(batch, device)
 
 
 def encoded_images(batch: dict[str, Tensor]) -> int:
