@@ -38,7 +38,7 @@ from radpath.engine.module import NonFiniteLossError, with_schedule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.engine.sampler import EpochShuffle, EpochTagged
 from radpath.errors import RadpathError
-from radpath.models.crossmodal import CrossModalModel
+from radpath.models.crossmodal import CrossModalModel, valid_rows
 from radpath.models.masked import MaskedImageModel
 
 
@@ -69,7 +69,8 @@ class PretrainModule(L.LightningModule):
         self.settings = settings
         self.epoch_losses: list[float] = []
         self.images_seen = {"mammo": 0, "histo": 0}
-        self._sum, self._count = 0.0, 0
+        self._sum: Tensor | float = 0.0
+        self._count = 0
 
     def on_train_epoch_start(self) -> None:
         self._sum, self._count = 0.0, 0
@@ -81,9 +82,10 @@ class PretrainModule(L.LightningModule):
             raise NonFiniteLossError(f"the pretraining loss became {loss.item()} at epoch "
                                      f"{self.current_epoch}; lower pretrain.lr")
         for modality in self.images_seen:
-            self.images_seen[modality] += int(
-                (batch[f"{modality}_mask"] & batch[f"has_{modality}"][:, None]).sum())
-        self._sum += float(loss.detach())
+            # The collate function's rows are on the host: counting them waits for nothing.
+            self.images_seen[modality] += len(valid_rows(batch, modality))
+        # Summed on the device and read once an epoch, not once a step.
+        self._sum = self._sum + loss.detach()
         self._count += 1
         size = int(batch["label"].shape[0])
         self.log_dict({f"pretrain/{k}": v.detach() for k, v in losses.items()},
@@ -91,7 +93,7 @@ class PretrainModule(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.epoch_losses.append(self._sum / max(1, self._count))
+        self.epoch_losses.append(float(self._sum) / max(1, self._count))
 
     def on_train_end(self) -> None:
         # Under DDP each process saw its share of the images: count them all.

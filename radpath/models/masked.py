@@ -80,8 +80,11 @@ class MaskedImageModel(nn.Module):
             images, modality, masking=(masked, self.mask_tokens[modality]))
         predicted = self.decoders[modality](tokens[:, NUM_PREFIX_TOKENS:])
         target = patch_pixels(images, self.patch).flatten(1, 2)
-        keep = masked.flatten(1)
-        return (predicted[keep] - target[keep]).abs().mean()
+        # Every token's error weighed by its mask rather than the masked tokens selected:
+        # a boolean selection would wait for the device to count them.
+        token_error = (predicted - target).abs().mean(dim=-1)
+        weights = masked.flatten(1).to(token_error.dtype)
+        return (token_error * weights).sum() / weights.sum()
 
     def draw_mask(self, count: int, grid: tuple[int, int], device: torch.device) -> Tensor:
         """``(count, gh, gw)`` bool: ``mask_ratio`` of each image's blocks, at random."""

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from radpath.models.backbone import NUM_PREFIX_TOKENS
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
 from radpath.models.masked import MaskedImageModel, batch_images, patch_pixels
 
@@ -64,6 +65,23 @@ def test_batch_images_keep_present_tiles_and_breast_windows():
     windowed = batch_images(_model(mammo_window=32), batch)
     assert windowed["mammo"].shape[1:] == (1, 32, 32)
     assert 3 <= len(windowed["mammo"]) <= 12  # at most 4 windows a view, at least one
+
+
+def test_loss_is_the_mean_absolute_error_of_the_masked_patches_pixels():
+    masked = MaskedImageModel(_model().eval(), mask_ratio=0.25, mask_block=2)
+    images = torch.randn(2, 3, 64, 64)
+    mask = masked.draw_mask(2, (8, 8), torch.device("cpu"))
+    mask[1] = False  # the second image gets fewer masked patches than the first
+    mask[1, :2, :2] = True
+    masked.draw_mask = lambda *args: mask
+    with torch.no_grad():
+        loss = masked.image_loss(images, "histo")
+        tokens = masked.model.backbone.forward_tokens(
+            images, "histo", masking=(mask, masked.mask_tokens["histo"]))
+        predicted = masked.decoders["histo"](tokens[:, NUM_PREFIX_TOKENS:]).reshape(2, 8, 8, -1)
+    target = patch_pixels(images, 8)
+    expected = (predicted[mask] - target[mask]).abs().mean()  # 16 + 4 patches, each alike
+    torch.testing.assert_close(loss, expected)
 
 
 def test_reconstruction_loss_falls_when_trained():
