@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from radpath.engine.device_names import DEVICE_HELP
+
 console = Console(stderr=True)
 
 # The headline figure of each task; the rest (sensitivity, calibration, distances) is in
@@ -27,9 +29,7 @@ def evaluate(
     workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
     checkpoint: Annotated[str, typer.Option(help="Checkpoint to evaluate: best (on the run's "
                                                  "validation split) or last.")] = "best",
-    device: Annotated[str, typer.Option(help="Where to predict: auto (a GPU when one is "
-                                             "visible, else the CPU), cpu, cuda or "
-                                             "cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"Where to predict: {DEVICE_HELP}.")] = "auto",
 ) -> None:
     """Evaluate a run: AUC, sensitivity/specificity, calibration, localisation, with CIs."""
     from radpath.evaluation.protocols import format_estimate

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 
 from radpath.engine.config import TrainerConfig
+from radpath.engine.device_names import DEVICE_HELP
 from radpath.errors import RadpathError
-
-DEVICE_HELP = "auto (a GPU when one is visible, else the CPU), cpu, cuda or cuda:N"
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

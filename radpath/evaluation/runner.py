@@ -43,7 +43,8 @@ def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str 
                  n_boot: int = 1000, progress: bool = True, checkpoint: str = "best",
                  device: str = "cpu") -> EvaluationResult:
     """Evaluate the run's ``best`` (or ``last``) checkpoint on ``split`` of ``manifests``
-    (all when unsplit), predicting on ``device`` (:data:`~radpath.engine.devices.DEVICE_HELP`)."""
+    (all when unsplit), predicting on ``device``
+    (:data:`~radpath.engine.device_names.DEVICE_HELP`)."""
     run = load_run(run_dir, which=checkpoint, device=device)
     manifest = read_paired(manifests, seed=run.config.seed)
     has_splits = all(r.split for r in manifest)
