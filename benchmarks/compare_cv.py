@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from radpath.data.manifest import LABELS
 from radpath.evaluation.delong import delong_test
+from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
+from radpath.evaluation.predict import MODALITY_OUTPUTS
 
-OUTPUTS = {"mammo": "mammo_prob", "histo": "histo_prob", "fused": "fused_prob"}
-MALIGNANT = LABELS.index("malignant")
+# The columns radpath.evaluation.crossval writes, one per output.
+OUTPUTS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, str]]:
@@ -39,8 +40,9 @@ def read_predictions(path: Path) -> dict[str, dict[str, str]]:
 def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: str,
             units: list[str]) -> str:
     """One table line: AUCs of A and B on ``units`` scored by both, B - A, p."""
-    scored = [u for u in units if a[u][column] and b[u][column]]
-    malignant = np.array([int(a[u]["label"]) == MALIGNANT for u in scored], dtype=int)
+    # Labelled units that both runs scored, as radpath's malignancy AUC reads them.
+    scored = [u for u in units if a[u][column] and b[u][column] and int(a[u]["label"]) >= 0]
+    malignant = TASKS["malignancy"](np.array([int(a[u]["label"]) for u in scored])).astype(int)
     if len(set(malignant)) < 2:
         return f"{len(scored)} units, one class only: no AUC"
     b_minus_a = delong_test(malignant, [float(b[u][column]) for u in scored],
@@ -60,11 +62,11 @@ def main() -> None:
     if len(units) < len(set(a) | set(b)):
         print(f"scoring the {len(units)} units both runs predicted "
               f"({len(set(a) - set(b))} only in A, {len(set(b) - set(a))} only in B)")
-    paired = [u for u in units if a[u]["histo_prob"] and a[u]["mammo_prob"]]
+    paired = [u for u in units if a[u][OUTPUTS["histo"]] and a[u][OUTPUTS["mammo"]]]
     print(f"A: {args.a}\nB: {args.b}\n{'output':<28} AUC A  AUC B  B - A [95% CI]  DeLong p")
     for name, column in OUTPUTS.items():
         print(f"{name:<28} {compare(a, b, column, units)}")
-    print(f"{'fused, both modalities':<28} {compare(a, b, 'fused_prob', paired)}")
+    print(f"{'fused, ' + BOTH_MODALITIES:<28} {compare(a, b, OUTPUTS['fused'], paired)}")
 
 
 if __name__ == "__main__":
