@@ -23,9 +23,11 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from radpath.data.splits import unit_count
+from radpath.evaluation.evaluate import TASKS
 from radpath.evaluation.metrics import auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_cv import OUTPUTS
 from real_baselines import tissue_share
 from real_data import MODALITY_SOURCES, real_manifest
 
@@ -37,18 +39,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-cv"),
                         help="where the real data is ingested (as real_cpu_cv.py's --work)")
     args = parser.parse_args()
+    column = OUTPUTS["histo"]
     manifest = real_manifest(args.work, MODALITY_SOURCES["histo"])
     images: dict[str, list] = {}
     for record in manifest:
         images.setdefault(record.patient_id, []).append(record)
     with args.predictions.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("histo_prob")]
+        rows = [row for row in csv.DictReader(handle) if row.get(column)]
     missing = sorted({row["unit_id"] for row in rows} - set(images))
     if missing:
         sys.exit(f"{args.predictions}: units {missing[:3]} are not H&E patients of "
                  f"../shared/data; give the predictions of a --modality histo run")
-    labels = np.array([int(row["label"]) == 2 for row in rows], dtype=int)
-    model = np.array([float(row["histo_prob"]) for row in rows])
+    labels = TASKS["malignancy"](np.array([int(row["label"]) for row in rows])).astype(int)
+    model = np.array([float(row[column]) for row in rows])
     share = np.array([np.mean([tissue_share(r) for r in images[row["unit_id"]]])
                       for row in rows])
     ranks = rankdata(model) + rankdata(share)
