@@ -43,6 +43,10 @@ class Algorithm(nn.Module):
         # Counted in a buffer so that schedules resume correctly from a checkpoint, and
         # mirrored on the host: reading the buffer of a model on a GPU waits for the GPU.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        # How far the finding cut point lies below the malignancy one, through a softplus
+        # so that P(finding) >= P(malignant) always (0 starts it at log 2).
+        self.finding_margin = (nn.Parameter(torch.zeros(()))
+                               if config.mammo_target == "ordinal" else None)
         self._steps_on_host: int | None = None
         self._optimizer: torch.optim.Optimizer | None = None
 
@@ -99,6 +103,11 @@ class Algorithm(nn.Module):
                                                     known & batch["has_histo"])),
             "fused_bce": (weights.fused, masked_bce(out["fused_logit"], target, known)),
         }
+        if self.finding_margin is not None:
+            finding = (batch["label"] > LABEL_CODES["normal"]).float()
+            finding_logit = out["mammo_logit"] + F.softplus(self.finding_margin)
+            terms["mammo_finding_bce"] = (weights.mammo, masked_bce(
+                finding_logit, finding, known & batch["has_mammo"]))
         if weights.histo_tiles > 0 and "histo_tile_logit" in out:
             tiles = batch["histo_mask"].bool() & (known & batch["has_histo"])[:, None]
             tile_target = target[:, None].expand_as(out["histo_tile_logit"])

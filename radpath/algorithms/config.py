@@ -56,6 +56,12 @@ class AlgorithmConfig(_Strict):
             of the most suspicious view: ``malignant`` (a malignancy map), or ``finding``
             (any benign or malignant finding; normal patients are the negatives), the same
             question the lesion circles answer, which mark benign lesions as well.
+        mammo_target: what the mammography malignancy score is trained against:
+            ``malignant`` (malignant against the rest), or ``ordinal`` (the same, plus
+            "any finding?" asked of the same score at a learnt lower cut point, the
+            normal < benign < malignant order as CORAL ties its thresholds to one score):
+            a film's finding is a question more of the cohort's films answer than its
+            malignancy, and the malignancy probability stays the sigmoid of the score.
     """
 
     name: str = "erm"
@@ -67,3 +73,4 @@ class AlgorithmConfig(_Strict):
     groupdro_eta: float = Field(0.01, gt=0)
     lesion_supervision: bool = True
     localisation_target: Literal["malignant", "finding"] = "malignant"
+    mammo_target: Literal["malignant", "ordinal"] = "malignant"

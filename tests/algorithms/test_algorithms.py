@@ -231,6 +231,29 @@ def test_tile_loss_is_the_bce_of_every_valid_tile_against_its_unit_label() -> No
     assert "histo_tile_bce" not in tiny_algorithm("erm").supervised_terms(out, batch)
 
 
+def test_ordinal_mammography_target_asks_the_same_score_for_a_finding_at_a_lower_cut() -> None:
+    algorithm = tiny_algorithm("erm", mammo_target="ordinal")
+    batch = random_batch()
+    batch["label"] = torch.tensor([0, 1, 2, 1])  # normal, benign, malignant, benign
+    batch["malignant"] = (batch["label"] == 2).float()
+    with torch.no_grad():
+        algorithm.finding_margin.fill_(torch.log(torch.expm1(torch.tensor(1.5))))
+    out = algorithm(batch)
+    terms = algorithm.supervised_terms(out, batch)
+    rows = batch["has_mammo"]
+    finding = torch.tensor([0.0, 1.0, 1.0, 1.0])
+    expected = F.binary_cross_entropy_with_logits(out["mammo_logit"][rows] + 1.5, finding[rows])
+    weight, value = terms["mammo_finding_bce"]
+    assert weight == algorithm.config.weights.mammo
+    torch.testing.assert_close(value, expected)
+    # The malignancy term is untouched, and the margin learns from the finding term.
+    plain = tiny_algorithm("erm").supervised_terms(out, batch)
+    torch.testing.assert_close(terms["mammo_bce"][1], plain["mammo_bce"][1])
+    assert "mammo_finding_bce" not in plain
+    value.backward()
+    assert algorithm.finding_margin.grad is not None and algorithm.finding_margin.grad != 0
+
+
 @pytest.mark.parametrize("target", ["malignant", "finding"])
 def test_weak_localisation_term_asks_the_most_suspicious_view_for_its_target(target: str
                                                                               ) -> None:
