@@ -1,11 +1,13 @@
 """Two cross-validations of the same units compared: DeLong's paired test per modality.
 
     .venv/bin/python benchmarks/compare_cv.py A/predictions.csv B/predictions.csv
+        [--task malignancy|abnormality]
 
 Given the pooled out-of-fold ``predictions.csv`` of two runs of ``benchmarks/real_cpu_cv.py``
 (``WORK/cv/erm/predictions.csv``) with the same seed, hence the same folds, this prints for
 each output (mammography, H&E, fused; fused again on the units holding both modalities)
-the AUC of malignancy of A and of B on the units both scored, B minus A with its 95%
+the AUC of malignancy (``--task abnormality``: of any finding) of A and of B on the units
+both scored, B minus A with its 95%
 interval, and DeLong's p. The units are the same, so the test is paired: it sees a change
 that two separate bootstrap intervals, each a third of the scale wide, would hide.
 """
@@ -38,14 +40,14 @@ def read_predictions(path: Path) -> dict[str, dict[str, str]]:
 
 
 def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: str,
-            units: list[str]) -> str:
+            units: list[str], task: str = "malignancy") -> str:
     """One table line: AUCs of A and B on ``units`` scored by both, B - A, p."""
-    # Labelled units that both runs scored, as radpath's malignancy AUC reads them.
+    # Labelled units that both runs scored, as radpath's AUCs read them.
     scored = [u for u in units if a[u][column] and b[u][column] and int(a[u]["label"]) >= 0]
-    malignant = TASKS["malignancy"](np.array([int(a[u]["label"]) for u in scored])).astype(int)
-    if len(set(malignant)) < 2:
+    positive = TASKS[task](np.array([int(a[u]["label"]) for u in scored])).astype(int)
+    if len(set(positive)) < 2:
         return f"{len(scored)} units, one class only: no AUC"
-    b_minus_a = delong_test(malignant, [float(b[u][column]) for u in scored],
+    b_minus_a = delong_test(positive, [float(b[u][column]) for u in scored],
                             [float(a[u][column]) for u in scored])
     return (f"{b_minus_a.auc_b:.3f}  {b_minus_a.auc_a:.3f}  {b_minus_a.difference:+.3f} "
             f"[{b_minus_a.ci_low:+.3f}, {b_minus_a.ci_high:+.3f}]  p {b_minus_a.p_value:.3f}"
@@ -56,6 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="predictions.csv of the reference run")
     parser.add_argument("b", type=Path, help="predictions.csv of the run compared with it")
+    parser.add_argument("--task", choices=tuple(TASKS), default="malignancy",
+                        help="malignant against the rest, or any finding against normal")
     args = parser.parse_args()
     a, b = read_predictions(args.a), read_predictions(args.b)
     units = sorted(set(a) & set(b))
@@ -65,8 +69,9 @@ def main() -> None:
     paired = [u for u in units if a[u][OUTPUTS["histo"]] and a[u][OUTPUTS["mammo"]]]
     print(f"A: {args.a}\nB: {args.b}\n{'output':<28} AUC A  AUC B  B - A [95% CI]  DeLong p")
     for name, column in OUTPUTS.items():
-        print(f"{name:<28} {compare(a, b, column, units)}")
-    print(f"{'fused, ' + BOTH_MODALITIES:<28} {compare(a, b, OUTPUTS['fused'], paired)}")
+        print(f"{name:<28} {compare(a, b, column, units, args.task)}")
+    both = compare(a, b, OUTPUTS["fused"], paired, args.task)
+    print(f"{'fused, ' + BOTH_MODALITIES:<28} {both}")
 
 
 if __name__ == "__main__":
