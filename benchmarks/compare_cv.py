@@ -7,9 +7,9 @@ Given the pooled out-of-fold ``predictions.csv`` of two runs of ``benchmarks/rea
 (``WORK/cv/erm/predictions.csv``) with the same seed, hence the same folds, this prints for
 each output (mammography, H&E, fused; fused again on the units holding both modalities)
 the AUC of malignancy (``--task abnormality``: of any finding) of A and of B on the units
-both scored, B minus A with its 95%
-interval, and DeLong's p. The units are the same, so the test is paired: it sees a change
-that two separate bootstrap intervals, each a third of the scale wide, would hide.
+both scored, B minus A with its 95% interval, and DeLong's p. The units are the same, so
+the test is paired: it sees a change that two separate bootstrap intervals, each a third
+of the scale wide, would hide.
 """
 
 from __future__ import annotations
