@@ -20,12 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from radpath.evaluation.crossval import PREDICTION_COLUMNS as OUTPUTS
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
-from radpath.evaluation.predict import MODALITY_OUTPUTS
-
-# The columns radpath.evaluation.crossval writes, one per output.
-OUTPUTS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, str]]:

@@ -23,11 +23,11 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from radpath.data.splits import unit_count
+from radpath.evaluation.crossval import PREDICTION_COLUMNS
 from radpath.evaluation.evaluate import TASKS
 from radpath.evaluation.metrics import auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_cv import OUTPUTS
 from real_baselines import tissue_share
 from real_data import MODALITY_SOURCES, real_manifest
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-cv"),
                         help="where the real data is ingested (as real_cpu_cv.py's --work)")
     args = parser.parse_args()
-    column = OUTPUTS["histo"]
+    column = PREDICTION_COLUMNS["histo"]
     manifest = real_manifest(args.work, MODALITY_SOURCES["histo"])
     images: dict[str, list] = {}
     for record in manifest:

@@ -104,10 +104,9 @@ class Algorithm(nn.Module):
             "fused_bce": (weights.fused, masked_bce(out["fused_logit"], target, known)),
         }
         if self.finding_margin is not None:
-            finding = (batch["label"] > LABEL_CODES["normal"]).float()
             finding_logit = out["mammo_logit"] + F.softplus(self.finding_margin)
             terms["mammo_finding_bce"] = (weights.mammo, masked_bce(
-                finding_logit, finding, known & batch["has_mammo"]))
+                finding_logit, has_finding(batch), known & batch["has_mammo"]))
         if weights.histo_tiles > 0 and "histo_tile_logit" in out:
             tiles = batch["histo_mask"].bool() & (known & batch["has_histo"])[:, None]
             tile_target = target[:, None].expand_as(out["histo_tile_logit"])
@@ -132,7 +131,7 @@ class Algorithm(nn.Module):
         views = batch["mammo_mask"]
         most_suspicious = out["view_logit"].masked_fill(~views, -1e4).amax(dim=1)
         target = (batch["malignant"].float() if self.config.localisation_target == "malignant"
-                  else (batch["label"] > LABEL_CODES["normal"]).float())
+                  else has_finding(batch))
         weak = masked_bce(most_suspicious, target, (batch["label"] >= 0) & batch["has_mammo"])
         if not self.config.lesion_supervision:
             return weak
@@ -207,6 +206,11 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     chosen = mask.to(losses.dtype)
     return torch.where(mask, losses, 0.0).sum() / chosen.sum().clamp(min=1.0)
+
+
+def has_finding(batch: Batch) -> Tensor:
+    """1.0 for units with any benign or malignant finding, 0.0 for normal ones (and unknown)."""
+    return (batch["label"] > LABEL_CODES["normal"]).float()
 
 
 def modality_rows(out: dict[str, Tensor], batch: Batch, modality: str

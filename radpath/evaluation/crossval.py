@@ -61,6 +61,8 @@ from radpath.evaluation.report import write_report
 
 # Share of a fold's training units kept aside to select checkpoints on.
 VAL_FRACTION = 0.15
+# The columns of predictions.csv holding each output's probability.
+PREDICTION_COLUMNS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
 
 
 @dataclass
@@ -250,7 +252,7 @@ def _write_predictions(path: Path, folds: list[FoldPredictions]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["unit_id", "fold", "label", *(f"{m}_prob" for m in MODALITY_OUTPUTS)])
+        writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values()])
         for fold in folds:
             p = fold.test
             for i, unit in enumerate(p.unit_id):
