@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/compare_cv.py A/predictions.csv B/predictions.csv
         [--task malignancy|abnormality]
+    .venv/bin/python benchmarks/compare_cv.py A1.csv,A2.csv B1.csv,B2.csv
 
 Given the pooled out-of-fold ``predictions.csv`` of two runs of ``benchmarks/real_cpu_cv.py``
 (``WORK/cv/erm/predictions.csv``) with the same seed, hence the same folds, this prints for
@@ -10,6 +11,11 @@ the AUC of malignancy (``--task abnormality``: of any finding) of A and of B on 
 both scored, B minus A with its 95% interval, and DeLong's p. The units are the same, so
 the test is paired: it sees a change that two separate bootstrap intervals, each a third
 of the scale wide, would hide.
+
+A side given as several files joined by commas is their ensemble: each unit scored by the
+mean of its logits over the runs (seeds, say), and only the units every run scored. Each
+run's out-of-fold score already comes from a model that never saw the unit, so the mean
+does too, even where the runs' folds differ.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, logit
 
 from radpath.evaluation.crossval import PREDICTION_COLUMNS as OUTPUTS
 from radpath.evaluation.delong import delong_test
@@ -34,6 +41,31 @@ def read_predictions(path: Path) -> dict[str, dict[str, str]]:
         raise SystemExit(f"{path}: expected a CV predictions.csv with columns "
                          f"{sorted(missing)}; found {sorted(rows[0]) if rows else 'no rows'}")
     return {row["unit_id"]: row for row in rows}
+
+
+def read_ensemble(paths: str) -> dict[str, dict[str, str]]:
+    """The rows of one ``predictions.csv``, or of several joined by commas averaged."""
+    runs = [read_predictions(Path(path)) for path in paths.split(",")]
+    if len(runs) == 1:
+        return runs[0]
+    units = set(runs[0]).intersection(*runs[1:])
+    for path, run in zip(paths.split(","), runs, strict=True):
+        if set(run) != units:
+            print(f"{path}: {len(set(run) - units)} units not in every run of the ensemble, "
+                  "left out")
+    labels = {u: {run[u]["label"] for run in runs} for u in units}
+    if conflicting := sorted(u for u, seen in labels.items() if len(seen) > 1):
+        raise SystemExit(f"{paths}: the runs disagree on the labels of {conflicting[:5]}")
+    return {u: {**runs[0][u], **{column: _mean_probability([run[u][column] for run in runs])
+                                 for column in OUTPUTS.values()}} for u in sorted(units)}
+
+
+def _mean_probability(probabilities: list[str]) -> str:
+    """The sigmoid of the mean logit; empty where any run left the output empty."""
+    if not all(probabilities):
+        return ""
+    clipped = np.clip([float(p) for p in probabilities], 1e-7, 1 - 1e-7)
+    return repr(float(expit(logit(clipped).mean())))
 
 
 def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: str,
@@ -53,12 +85,13 @@ def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", type=Path, help="predictions.csv of the reference run")
-    parser.add_argument("b", type=Path, help="predictions.csv of the run compared with it")
+    parser.add_argument("a", help="predictions.csv of the reference run (several, "
+                        "comma-joined: their mean logit)")
+    parser.add_argument("b", help="predictions.csv of the run compared with it (the same)")
     parser.add_argument("--task", choices=tuple(TASKS), default="malignancy",
                         help="malignant against the rest, or any finding against normal")
     args = parser.parse_args()
-    a, b = read_predictions(args.a), read_predictions(args.b)
+    a, b = read_ensemble(args.a), read_ensemble(args.b)
     units = sorted(set(a) & set(b))
     if len(units) < len(set(a) | set(b)):
         print(f"scoring the {len(units)} units both runs predicted "
