@@ -8,7 +8,8 @@ Given the pooled out-of-fold ``predictions.csv`` of two runs of ``benchmarks/rea
 (``WORK/cv/erm/predictions.csv``) with the same seed, hence the same folds, this prints for
 each output (mammography, H&E, fused; fused again on the units holding both modalities)
 the AUC of malignancy (``--task abnormality``: of any finding) of A and of B on the units
-both scored, B minus A with its 95% interval, and DeLong's p. The units are the same, so
+both scored, each with its 95% bootstrap interval, B minus A with its 95% interval, and
+DeLong's p. The units are the same, so
 the test is paired: it sees a change that two separate bootstrap intervals, each a third
 of the scale wide, would hide.
 
@@ -30,6 +31,7 @@ from scipy.special import expit, logit
 from radpath.evaluation.crossval import PREDICTION_COLUMNS as OUTPUTS
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
+from radpath.evaluation.metrics import Estimate, auc_with_ci
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, str]]:
@@ -76,11 +78,19 @@ def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: 
     positive = TASKS[task](np.array([int(a[u]["label"]) for u in scored])).astype(int)
     if len(set(positive)) < 2:
         return f"{len(scored)} units, one class only: no AUC"
-    b_minus_a = delong_test(positive, [float(b[u][column]) for u in scored],
-                            [float(a[u][column]) for u in scored])
-    return (f"{b_minus_a.auc_b:.3f}  {b_minus_a.auc_a:.3f}  {b_minus_a.difference:+.3f} "
+    scores_a = np.array([float(a[u][column]) for u in scored])
+    scores_b = np.array([float(b[u][column]) for u in scored])
+    b_minus_a = delong_test(positive, scores_b, scores_a)
+    # radpath's bootstrap, as in the CV tables; it draws over the units in id order, not in
+    # the tables' fold order, so an interval may differ from the table's by a few hundredths.
+    auc_a, auc_b = (auc_with_ci(positive, scores) for scores in (scores_a, scores_b))
+    return (f"{_with_ci(auc_a)}  {_with_ci(auc_b)}  {b_minus_a.difference:+.3f} "
             f"[{b_minus_a.ci_low:+.3f}, {b_minus_a.ci_high:+.3f}]  p {b_minus_a.p_value:.3f}"
             f"  (n={len(scored)})")
+
+
+def _with_ci(estimate: Estimate) -> str:
+    return f"{estimate.value:.3f} [{estimate.ci_low:.3f}, {estimate.ci_high:.3f}]"
 
 
 def main() -> None:
@@ -97,7 +107,8 @@ def main() -> None:
         print(f"scoring the {len(units)} units both runs predicted "
               f"({len(set(a) - set(b))} only in A, {len(set(b) - set(a))} only in B)")
     paired = [u for u in units if a[u][OUTPUTS["histo"]] and a[u][OUTPUTS["mammo"]]]
-    print(f"A: {args.a}\nB: {args.b}\n{'output':<28} AUC A  AUC B  B - A [95% CI]  DeLong p")
+    print(f"A: {args.a}\nB: {args.b}\n{'output':<28} {'AUC A [95% CI]':<22} {'AUC B [95% CI]':<22} "
+          "B - A [95% CI]  DeLong p")
     for name, column in OUTPUTS.items():
         print(f"{name:<28} {compare(a, b, column, units, args.task)}")
     both = compare(a, b, OUTPUTS["fused"], paired, args.task)
