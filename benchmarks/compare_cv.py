@@ -9,9 +9,8 @@ Given the pooled out-of-fold ``predictions.csv`` of two runs of ``benchmarks/rea
 each output (mammography, H&E, fused; fused again on the units holding both modalities)
 the AUC of malignancy (``--task abnormality``: of any finding) of A and of B on the units
 both scored, each with its 95% bootstrap interval, B minus A with its 95% interval, and
-DeLong's p. The units are the same, so
-the test is paired: it sees a change that two separate bootstrap intervals, each a third
-of the scale wide, would hide.
+DeLong's p. The units are the same, so the test is paired: it sees a change that two
+separate bootstrap intervals, each a third of the scale wide, would hide.
 
 A side given as several files joined by commas is their ensemble: each unit scored by the
 mean of its logits over the runs (seeds, say), and only the units every run scored. Each
