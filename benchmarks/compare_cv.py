@@ -46,11 +46,12 @@ def read_predictions(path: Path) -> dict[str, dict[str, str]]:
 
 def read_ensemble(paths: str) -> dict[str, dict[str, str]]:
     """The rows of one ``predictions.csv``, or of several joined by commas averaged."""
-    runs = [read_predictions(Path(path)) for path in paths.split(",")]
+    files = paths.split(",")
+    runs = [read_predictions(Path(path)) for path in files]
     if len(runs) == 1:
         return runs[0]
     units = set(runs[0]).intersection(*runs[1:])
-    for path, run in zip(paths.split(","), runs, strict=True):
+    for path, run in zip(files, runs, strict=True):
         if set(run) != units:
             print(f"{path}: {len(set(run) - units)} units not in every run of the ensemble, "
                   "left out")
