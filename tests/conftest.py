@@ -51,6 +51,19 @@ def tiny_run(tiny_manifest, tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.fixture(scope="session")
+def second_tiny_run(tiny_manifest, tmp_path_factory) -> Path:
+    """``tiny_run`` trained again with another seed: two real, different models."""
+    from radpath.engine.config import load_config
+    from radpath.engine.run import train
+
+    root = tmp_path_factory.mktemp("second-tiny-run")
+    config = load_config(REPO_ROOT / "configs" / "tiny.yaml",
+                         [f"data.cache_dir={root / 'cache'}", "algorithm.name=paper", "seed=1"])
+    train(config, [tiny_manifest], root / "run", workers=1)
+    return root / "run"
+
+
 def _data_dir(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():

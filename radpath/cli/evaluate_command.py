@@ -19,7 +19,9 @@ HEADLINE_METRICS = {"auc": "AUC", "hit_rate": "hit rate", "quadratic_weighted_ka
 
 
 def evaluate(
-    run: Annotated[Path, typer.Option("--run", help="Run folder written by radpath train.")],
+    run: Annotated[list[Path], typer.Option(
+        "--run", help="Run folder written by radpath train; repeat it to score several "
+                      "runs (seeds, say) as one ensemble, each unit by its mean logit.")],
     manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest (repeatable).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, report.html.")],
     adapt: Annotated[str, typer.Option(help="Test-time adaptation: none, tent, sar or "
@@ -45,6 +47,8 @@ def evaluate(
             table.add_row(row["task"], row["modality"], row["domain"],
                           HEADLINE_METRICS[row["metric"]], format_estimate(row))
     console.print(table)
+    if len(run) > 1:
+        console.print(f"ensemble: mean logit of {len(run)} runs per unit")
     console.print(f"report: {result.report_path}")
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from radpath.atomic import atomic_path
+from radpath.data.manifest import Manifest
 from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import read_paired
 from radpath.engine.checkpoint import LoadedRun, load_run
 from radpath.engine.data import PatientBagDataset
 from radpath.errors import RadpathError
+from radpath.evaluation.ensemble import ensemble_predictions
 from radpath.evaluation.evaluate import metric_rows, thresholds_from
 from radpath.evaluation.predict import Predictor, UnitPredictions, predict_dataset
 from radpath.evaluation.report import write_report
@@ -38,35 +40,38 @@ def make_predictor(run: LoadedRun, adapt: str, *, mode: str = "episodic") -> Pre
     return adapter.adapt_and_predict
 
 
-def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str | Path, *,
-                 adapt: str = "none", split: str = "test", workers: int | None = None,
-                 n_boot: int = 1000, progress: bool = True, checkpoint: str = "best",
-                 device: str = "cpu") -> EvaluationResult:
+def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence[str | Path],
+                 out: str | Path, *, adapt: str = "none", split: str = "test",
+                 workers: int | None = None, n_boot: int = 1000, progress: bool = True,
+                 checkpoint: str = "best", device: str = "cpu") -> EvaluationResult:
     """Evaluate the run's ``best`` (or ``last``) checkpoint on ``split`` of ``manifests``
     (all when unsplit), predicting on ``device``
-    (:data:`~radpath.engine.device_names.DEVICE_HELP`)."""
-    run = load_run(run_dir, which=checkpoint, device=device)
-    manifest = read_paired(manifests, seed=run.config.seed)
+    (:data:`~radpath.engine.device_names.DEVICE_HELP`). Several run folders are scored as
+    one ensemble (:mod:`radpath.evaluation.ensemble`), each run with its own config's
+    preprocessing and adaptation; the first run's seed pairs unpaired manifests."""
+    folders = [run_dir] if isinstance(run_dir, str | Path) else list(run_dir)
+    runs = [load_run(folder, which=checkpoint, device=device) for folder in folders]
+    lead = runs[0]
+    manifest = read_paired(manifests, seed=lead.config.seed)
     has_splits = all(r.split for r in manifest)
     chosen = split if has_splits else None
     if chosen and not any(r.split == chosen for r in manifest):
         raise RadpathError(f"no record of the manifests is in the '{chosen}' split")
-    cache_manifest(manifest, run.config.data.cache_dir, run.config.data.preprocess,
-                   workers=workers, progress=progress)
-    vocabulary = run.record.get("domains", [])
-    dataset = PatientBagDataset(manifest, run.config.data, split=chosen, domains=vocabulary)
-    predictor = make_predictor(run, adapt)
-    predictions = predict_dataset(run.algorithm, dataset, predictor=predictor)
+    for run in runs:
+        cache_manifest(manifest, run.config.data.cache_dir, run.config.data.preprocess,
+                       workers=workers, progress=progress)
+    names = [str(run.folder) for run in runs]
+    predictions = ensemble_predictions(
+        [_predict(run, manifest, chosen, adapt) for run in runs], names)
     validation = None
     if chosen not in (None, "val") and any(r.split == "val" for r in manifest):
-        val_set = PatientBagDataset(manifest, run.config.data, split="val", domains=vocabulary)
-        validation = predict_dataset(run.algorithm, val_set)  # thresholds: no adaptation
+        # Thresholds come from validation predictions without adaptation.
+        validation = ensemble_predictions(
+            [_predict(run, manifest, "val", "none") for run in runs], names)
     rows = metric_rows(predictions, thresholds=thresholds_from(validation), n_boot=n_boot)
     out = Path(out)
     metrics_path = _write_rows(rows, out / "metrics.json")
-    context = {"run": str(run.folder), "checkpoint": run.checkpoint.name,
-               "device": str(next(run.algorithm.parameters()).device),
-               "algorithm": run.config.algorithm.name, "adaptation": adapt,
+    context = {**_run_context(runs), "adaptation": adapt,
                "split": chosen or "all (manifests have no split column)",
                "pairing": pairing_mode(manifest), "units": len(predictions),
                "operating point": "chosen on validation (Youden)" if validation else "0.5",
@@ -74,6 +79,25 @@ def evaluate_run(run_dir: str | Path, manifests: Sequence[str | Path], out: str 
     report = write_report(out / "report.html", predictions, rows, context,
                           n_boot=min(n_boot, 200))
     return EvaluationResult(metrics_path, report, rows, predictions)
+
+
+def _run_context(runs: Sequence[LoadedRun]) -> dict[str, str]:
+    """The report's lines on what was scored: the run (or the ensemble's runs)."""
+    context = {"run": ", ".join(str(run.folder) for run in runs),
+               "checkpoint": runs[0].checkpoint.name,
+               "device": str(next(runs[0].algorithm.parameters()).device),
+               "algorithm": ", ".join(sorted({run.config.algorithm.name for run in runs}))}
+    if len(runs) > 1:
+        context["ensemble"] = f"mean logit of {len(runs)} runs per unit"
+    return context
+
+
+def _predict(run: LoadedRun, manifest: Manifest, split: str | None,
+             adapt: str) -> UnitPredictions:
+    """``run``'s predictions on ``split`` of ``manifest``, read as its config says."""
+    dataset = PatientBagDataset(manifest, run.config.data, split=split,
+                                domains=run.record.get("domains", []))
+    return predict_dataset(run.algorithm, dataset, predictor=make_predictor(run, adapt))
 
 
 def _write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
