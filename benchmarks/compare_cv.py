@@ -25,10 +25,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit, logit
 
 from radpath.evaluation.crossval import PREDICTION_COLUMNS as OUTPUTS
 from radpath.evaluation.delong import delong_test
+from radpath.evaluation.ensemble import mean_logit
 from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
 from radpath.evaluation.metrics import Estimate, auc_with_ci
 
@@ -66,8 +66,18 @@ def _mean_probability(probabilities: list[str]) -> str:
     """The sigmoid of the mean logit; empty where any run left the output empty."""
     if not all(probabilities):
         return ""
-    clipped = np.clip([float(p) for p in probabilities], 1e-7, 1 - 1e-7)
-    return repr(float(expit(logit(clipped).mean())))
+    return repr(float(mean_logit([np.array([float(p)]) for p in probabilities])[0]))
+
+
+def auc_of(rows: dict[str, dict[str, str]], column: str, units: list[str],
+           task: str = "malignancy") -> Estimate | None:
+    """The AUC of ``column`` with its bootstrap interval on the labelled ``units`` that have
+    it; None where they hold one class only."""
+    scored = [u for u in units if rows[u][column] and int(rows[u]["label"]) >= 0]
+    positive = TASKS[task](np.array([int(rows[u]["label"]) for u in scored])).astype(int)
+    if len(set(positive)) < 2:
+        return None
+    return auc_with_ci(positive, np.array([float(rows[u][column]) for u in scored]))
 
 
 def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: str,

@@ -18,7 +18,8 @@ holds out one H&E staining batch at a time instead (7 UCSB scan dates, BreakHis)
 unit still tested once: whether the recipe holds on staining it never saw
 (benchmarks/results/real_cpu_cv_histo_batch.md). ``--seeds`` repeats the whole
 cross-validation per seed (folds and training both change) and adds the mean ± sd of each
-pooled AUC over the seeds: on 49 H&E units one seed's figure moves by about 0.05.
+pooled AUC over the seeds (on 49 H&E units one seed's figure moves by about 0.05) and the
+AUC of the seeds' ensemble, each unit scored by its mean out-of-fold logit.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
 from radpath.evaluation.crossval import VAL_FRACTION, run_cv
 from radpath.evaluation.crossval_tables import modality_group_label
-from radpath.evaluation.evaluate import SUMMARY_GROUPS
+from radpath.evaluation.evaluate import BOTH_MODALITIES, SUMMARY_GROUPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_cv import OUTPUTS, auc_of, read_ensemble
 from real_data import (
     FOLD_GROUPS,
     MODALITY_SOURCES,
@@ -94,7 +96,9 @@ def main() -> None:
         f"Made by `{command}` in {minutes:.0f} min on {torch.get_num_threads()} CPU threads: "
         f"configs/real-cpu.yaml{''.join(' ' + o for o in args.overrides)}. AUC of malignancy "
         "(malignant vs rest) per unit, out-of-fold predictions pooled over the folds, 95% "
-        f"bootstrap CIs; {pairing}", "", *_over_seeds(pooled), *sections])
+        f"bootstrap CIs; {pairing}", "", *_over_seeds(pooled),
+        *_seed_ensemble(args.work / f"cv{suffix}", list(pooled), args.algorithms.split(",")),
+        *sections])
     path = args.table or RESULTS / f"real_cpu_cv{suffix}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -140,6 +144,31 @@ def _over_seeds(pooled: dict[int, dict[tuple[str, str], float]]) -> list[str]:
     for key in pooled[seeds[0]]:
         values = [pooled[s].get(key, np.nan) for s in seeds]
         lines.append(f"| {key[0]} | {key[1]} | {spread_cells(values)} |")
+    return [*lines, ""]
+
+
+def _seed_ensemble(out: Path, seeds: list[int], algorithms: list[str]) -> list[str]:
+    """The AUC of each unit's mean logit over the seeds' out-of-fold scores (as
+    ``radpath evaluate`` scores several runs); nothing for one seed."""
+    if len(seeds) < 2:
+        return []
+    lines = [f"The seeds' ensemble: each unit scored by the mean logit of its out-of-fold "
+             f"scores over seeds {', '.join(map(str, seeds))} (each from a model that never "
+             "saw it; `benchmarks/compare_cv.py` tests two such ensembles paired):", "",
+             "| algorithm | modality | AUC of the mean logit [95% CI] |", "|---|---|---|"]
+    for algorithm in algorithms:
+        rows = read_ensemble(",".join(str(out / f"seed-{seed}" / algorithm / "predictions.csv")
+                                      for seed in seeds))
+        units = sorted(rows)
+        both = [u for u in units if rows[u][OUTPUTS["histo"]] and rows[u][OUTPUTS["mammo"]]]
+        groups = [(name, column, units) for name, column in OUTPUTS.items()]
+        if both and len(both) < len(units):
+            groups.append((f"fused, {BOTH_MODALITIES}", OUTPUTS["fused"], both))
+        for name, column, chosen in groups:
+            if (estimate := auc_of(rows, column, chosen)) is not None:
+                lines.append(f"| {algorithm} | {name} | {estimate.value:.3f} "
+                             f"[{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] "
+                             f"(n={estimate.n}) |")
     return [*lines, ""]
 
 

@@ -62,3 +62,33 @@ def test_runs_that_disagree_on_a_label_are_refused(tmp_path):
     second = _write(tmp_path / "b.csv", [_row("u1", 0, "0.5", "", "0.5")])
     with pytest.raises(SystemExit, match="disagree on the labels of"):
         _compare_cv().read_ensemble(f"{first},{second}")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cv_tables_add_the_seeds_ensemble(tmp_path):
+    # Each seed alone ranks one malignant unit (label 2) below a benign one; their mean
+    # logits rank every malignant unit first: AUC 0.75, 0.75, then 1.0.
+    for seed, (m1, m2) in enumerate([("0.9", "0.3"), ("0.3", "0.9")]):
+        folder = tmp_path / f"seed-{seed}" / "erm"
+        folder.mkdir(parents=True)
+        _write(folder / "predictions.csv", [
+            _row("u1", 2, m1, "0.6", "0.7"), _row("u2", 2, m2, "", "0.7"),
+            _row("u3", 1, "0.4", "0.5", "0.2"), _row("u4", 0, "0.2", "", "0.1")])
+    for_one = _compare_cv().auc_of(
+        _compare_cv().read_predictions(tmp_path / "seed-0" / "erm" / "predictions.csv"),
+        PREDICTION_COLUMNS["mammo"], ["u1", "u2", "u3", "u4"])
+    assert for_one.value == pytest.approx(0.75)
+
+    lines = _load("real_cpu_cv")._seed_ensemble(tmp_path, [0, 1], ["erm"])
+    assert any(line.startswith("| erm | mammo | 1.000 [") and "(n=4)" in line for line in lines)
+    assert any(line.startswith("| erm | fused | 1.000 [") for line in lines)
+    assert any(line.startswith("| erm | fused, both modalities | 1.000 [") and "(n=2)" in line
+               for line in lines)
+    assert any(line.startswith("| erm | histo | 1.000 [") and "(n=2)" in line for line in lines)
+    assert _load("real_cpu_cv")._seed_ensemble(tmp_path, [0], ["erm"]) == []
