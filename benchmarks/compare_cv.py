@@ -59,7 +59,8 @@ def read_ensemble(paths: str) -> dict[str, dict[str, str]]:
     if conflicting := sorted(u for u, seen in labels.items() if len(seen) > 1):
         raise SystemExit(f"{paths}: the runs disagree on the labels of {conflicting[:5]}")
     return {u: {**runs[0][u], **{column: _mean_probability([run[u][column] for run in runs])
-                                 for column in OUTPUTS.values()}} for u in sorted(units)}
+                                 for column in OUTPUTS.values()}}
+            for u in runs[0] if u in units}  # the first run's order, as its table's
 
 
 def _mean_probability(probabilities: list[str]) -> str:
@@ -91,9 +92,9 @@ def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: 
     scores_a = np.array([float(a[u][column]) for u in scored])
     scores_b = np.array([float(b[u][column]) for u in scored])
     b_minus_a = delong_test(positive, scores_b, scores_a)
-    # radpath's bootstrap, as in the CV tables; it draws over the units in id order, not in
-    # the tables' fold order, so an interval may differ from the table's by a few hundredths.
-    auc_a, auc_b = (auc_with_ci(positive, scores) for scores in (scores_a, scores_b))
+    # radpath's bootstrap over the units in A's file order, which is the CV table's fold
+    # order: one file's interval is then the table's (the bootstrap depends on the order).
+    auc_a, auc_b = (auc_of(rows, column, scored, task) for rows in (a, b))
     return (f"{_with_ci(auc_a)}  {_with_ci(auc_b)}  {b_minus_a.difference:+.3f} "
             f"[{b_minus_a.ci_low:+.3f}, {b_minus_a.ci_high:+.3f}]  p {b_minus_a.p_value:.3f}"
             f"  (n={len(scored)})")
@@ -112,7 +113,7 @@ def main() -> None:
                         help="malignant against the rest, or any finding against normal")
     args = parser.parse_args()
     a, b = read_ensemble(args.a), read_ensemble(args.b)
-    units = sorted(set(a) & set(b))
+    units = [u for u in a if u in b]  # A's order
     if len(units) < len(set(a) | set(b)):
         print(f"scoring the {len(units)} units both runs predicted "
               f"({len(set(a) - set(b))} only in A, {len(set(b) - set(a))} only in B)")
