@@ -159,7 +159,7 @@ def _seed_ensemble(out: Path, seeds: list[int], algorithms: list[str]) -> list[s
     for algorithm in algorithms:
         rows = read_ensemble(",".join(str(out / f"seed-{seed}" / algorithm / "predictions.csv")
                                       for seed in seeds))
-        units = sorted(rows)
+        units = list(rows)  # the first seed's fold order, as in its table
         both = [u for u in units if rows[u][OUTPUTS["histo"]] and rows[u][OUTPUTS["mammo"]]]
         groups = [(name, column, units) for name, column in OUTPUTS.items()]
         if both and len(both) < len(units):

@@ -44,9 +44,9 @@ def ensemble_predictions(members: Sequence[UnitPredictions],
     for name, member in zip(names[1:], members[1:], strict=True):
         _check_same_units(first, member, names[0], name)
     grades = [m.grade_prob for m in members]
-    if any(g is None for g in grades) and not all(g is None for g in grades):
-        raise RadpathError(f"of the runs {names}, only some have a grading head: their "
-                           "grades cannot be averaged")
+    if len({None if g is None else g.shape for g in grades}) > 1:
+        raise RadpathError(f"the runs {names} grade differently (a grading head in some "
+                           "only, or of other sizes): their grades cannot be averaged")
     return replace(
         first,
         prob={m: (mean_logit([member.prob[m] for member in members]) if first.prob[m].size

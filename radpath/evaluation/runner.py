@@ -50,6 +50,8 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
     one ensemble (:mod:`radpath.evaluation.ensemble`), each run with its own config's
     preprocessing and adaptation; the first run's seed pairs unpaired manifests."""
     folders = [run_dir] if isinstance(run_dir, str | Path) else list(run_dir)
+    if not folders:
+        raise RadpathError("evaluate needs at least one run folder")
     runs = [load_run(folder, which=checkpoint, device=device) for folder in folders]
     lead = runs[0]
     manifest = read_paired(manifests, seed=lead.config.seed)

@@ -58,6 +58,10 @@ def test_ensemble_refuses_members_that_scored_other_things():
     with pytest.raises(RadpathError, match="another grid"):
         ensemble_predictions([_predictions([0.5, 0.9], heatmap=[[0.0, 1.0]]),
                               _predictions([0.5, 0.9], heatmap=[[0.0], [1.0]])])
+    graded = _predictions([0.5, 0.9])
+    graded.grade_prob = np.full((2, 3), 1 / 3)
+    with pytest.raises(RadpathError, match="grade differently"):
+        ensemble_predictions([base, graded])
     with pytest.raises(RadpathError, match="at least one run"):
         ensemble_predictions([])
 
