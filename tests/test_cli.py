@@ -109,18 +109,15 @@ def test_evaluate_command_prints_auc_and_localisation(tiny_run, tiny_manifest, t
 
 def test_evaluate_scores_several_runs_as_one_ensemble(tiny_run, second_tiny_run,
                                                       tiny_manifest, tmp_path):
-    def evaluate(*runs, out):
-        result = runner.invoke(app, ["evaluate", *[a for r in runs for a in ("--run", str(r))],
-                                     "--manifest", str(tiny_manifest), "--out", str(out),
-                                     "--split", "val", "--workers", "1"])
-        assert result.exit_code == 0, result.output
-        return result.output, json.loads((out / "metrics.json").read_text())
-
-
-    output, rows = evaluate(tiny_run, second_tiny_run, out=tmp_path / "both")
-    assert "ensemble: mean logit of 2 runs per unit" in output
+    out = tmp_path / "both"
+    result = runner.invoke(app, ["evaluate", "--run", str(tiny_run), "--run",
+                                 str(second_tiny_run), "--manifest", str(tiny_manifest),
+                                 "--out", str(out), "--split", "val", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ensemble: mean logit of 2 runs per unit" in result.output
+    rows = json.loads((out / "metrics.json").read_text())
     assert any(r["metric"] == "auc" and r["value"] is not None for r in rows)
-    report = (tmp_path / "both" / "report.html").read_text()
+    report = (out / "report.html").read_text()
     assert str(tiny_run) in report and str(second_tiny_run) in report
 
 
