@@ -81,6 +81,15 @@ def auc_of(rows: dict[str, dict[str, str]], column: str, units: list[str],
     return auc_with_ci(positive, np.array([float(rows[u][column]) for u in scored]))
 
 
+def output_groups(rows: dict[str, dict[str, str]],
+                  units: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(name, column, units) of each output over ``units``, then of the fused output over
+    the units holding both modalities, which the CV tables also report."""
+    both = [u for u in units if rows[u][OUTPUTS["histo"]] and rows[u][OUTPUTS["mammo"]]]
+    return [*((name, column, units) for name, column in OUTPUTS.items()),
+            (f"fused, {BOTH_MODALITIES}", OUTPUTS["fused"], both)]
+
+
 def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: str,
             units: list[str], task: str = "malignancy") -> str:
     """One table line: AUCs of A and B on ``units`` scored by both, B - A, p."""
@@ -117,13 +126,10 @@ def main() -> None:
     if len(units) < len(set(a) | set(b)):
         print(f"scoring the {len(units)} units both runs predicted "
               f"({len(set(a) - set(b))} only in A, {len(set(b) - set(a))} only in B)")
-    paired = [u for u in units if a[u][OUTPUTS["histo"]] and a[u][OUTPUTS["mammo"]]]
     print(f"A: {args.a}\nB: {args.b}\n{'output':<28} {'AUC A [95% CI]':<22} {'AUC B [95% CI]':<22} "
           "B - A [95% CI]  DeLong p")
-    for name, column in OUTPUTS.items():
-        print(f"{name:<28} {compare(a, b, column, units, args.task)}")
-    both = compare(a, b, OUTPUTS["fused"], paired, args.task)
-    print(f"{'fused, ' + BOTH_MODALITIES:<28} {both}")
+    for name, column, among in output_groups(a, units):
+        print(f"{name:<28} {compare(a, b, column, among, args.task)}")
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
 from radpath.evaluation.crossval import VAL_FRACTION, run_cv
 from radpath.evaluation.crossval_tables import modality_group_label
-from radpath.evaluation.evaluate import BOTH_MODALITIES, SUMMARY_GROUPS
+from radpath.evaluation.evaluate import SUMMARY_GROUPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_cv import OUTPUTS, auc_of, read_ensemble
+from compare_cv import auc_of, output_groups, read_ensemble
 from real_data import (
     FOLD_GROUPS,
     MODALITY_SOURCES,
@@ -159,12 +159,8 @@ def _seed_ensemble(out: Path, seeds: list[int], algorithms: list[str]) -> list[s
     for algorithm in algorithms:
         rows = read_ensemble(",".join(str(out / f"seed-{seed}" / algorithm / "predictions.csv")
                                       for seed in seeds))
-        units = list(rows)  # the first seed's fold order, as in its table
-        both = [u for u in units if rows[u][OUTPUTS["histo"]] and rows[u][OUTPUTS["mammo"]]]
-        groups = [(name, column, units) for name, column in OUTPUTS.items()]
-        if both and len(both) < len(units):
-            groups.append((f"fused, {BOTH_MODALITIES}", OUTPUTS["fused"], both))
-        for name, column, chosen in groups:
+        # The first seed's fold order, as in its table.
+        for name, column, chosen in output_groups(rows, list(rows)):
             if (estimate := auc_of(rows, column, chosen)) is not None:
                 lines.append(f"| {algorithm} | {name} | {estimate.value:.3f} "
                              f"[{estimate.ci_low:.3f}, {estimate.ci_high:.3f}] "
