@@ -36,7 +36,7 @@ import torch
 from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest
 from radpath.engine.config import load_config
-from radpath.evaluation.crossval import VAL_FRACTION, run_cv
+from radpath.evaluation.crossval import CHECKPOINT_CHOICES, VAL_FRACTION, run_cv
 from radpath.evaluation.crossval_tables import modality_group_label
 from radpath.evaluation.evaluate import SUMMARY_GROUPS
 
@@ -63,9 +63,12 @@ def main() -> None:
     parser.add_argument("--modality", choices=tuple(MODALITY_SOURCES), default="both")
     parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                         help="share of each fold's training units held out as its inner "
-                             "validation split (only reported on: predictions use the last "
-                             "epoch; the baselines train on all of them), drawn in "
+                             "validation split (only reported on: predictions use "
+                             "--checkpoint; the baselines train on all of them), drawn in "
                              "proportion across the strata")
+    parser.add_argument("--checkpoint", choices=CHECKPOINT_CHOICES, default="last",
+                        help="the weights each fold predicts with: the last epoch's, or the "
+                             "mean logit of the snapshots of optim.cycles")
     parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated seeds, one cross-validation each (folds and "
                              "training), summarised as mean ± sd; default: the config's")
@@ -117,7 +120,7 @@ def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | No
     if seed is not None:
         out = out / f"seed-{seed}"
     rows = run_cv(config, manifest, out, k=args.folds,
-                  algorithms=tuple(args.algorithms.split(",")), checkpoint="last",
+                  algorithms=tuple(args.algorithms.split(",")), checkpoint=args.checkpoint,
                   val_fraction=args.val_fraction, group_of=FOLD_GROUPS[args.group])
     return config.seed, rows, (out / "cv.md").read_text()
 

@@ -23,7 +23,8 @@ def benchmark(
                                             "manifest column (e.g. domain) instead of "
                                             "--folds folds by patient; every unit is still "
                                             "tested once and the predictions pooled.")] = "",
-    checkpoint: Annotated[str, typer.Option(help="best or last: the weights --protocol cv "
+    checkpoint: Annotated[str, typer.Option(help="best, last or snapshots (their mean logit, "
+                                                 "optim.cycles): the weights --protocol cv "
                                                  "predicts with.")] = "best",
     val_fraction: Annotated[float | None, typer.Option(
         help="--protocol cv only: share of each fold's training units held out as its "

@@ -30,7 +30,9 @@ def evaluate(
                                             "manifests have none).")] = "test",
     workers: Annotated[int | None, typer.Option(help="Processes for preprocessing.")] = None,
     checkpoint: Annotated[str, typer.Option(help="Checkpoint to evaluate: best (on the run's "
-                                                 "validation split) or last.")] = "best",
+                                                 "validation split), last, or snapshots (the "
+                                                 "end of each cosine cycle, optim.cycles, as "
+                                                 "one ensemble).")] = "best",
     device: Annotated[str, typer.Option(help=f"Where to predict: {DEVICE_HELP}.")] = "auto",
 ) -> None:
     """Evaluate a run: AUC, sensitivity/specificity, calibration, localisation, with CIs."""
@@ -47,8 +49,8 @@ def evaluate(
             table.add_row(row["task"], row["modality"], row["domain"],
                           HEADLINE_METRICS[row["metric"]], format_estimate(row))
     console.print(table)
-    if len(run) > 1:
-        console.print(f"ensemble: mean logit of {len(run)} runs per unit")
+    if result.ensemble:
+        console.print(f"ensemble: {result.ensemble}")
     console.print(f"report: {result.report_path}")
 
 

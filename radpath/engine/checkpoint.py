@@ -17,7 +17,7 @@ import yaml
 from radpath.algorithms.base import Algorithm
 from radpath.engine.config import TrainConfig, validate_config
 from radpath.engine.devices import resolve_device
-from radpath.engine.run import build_algorithm
+from radpath.engine.run import SNAPSHOT_PREFIX, build_algorithm
 from radpath.errors import RadpathError
 
 
@@ -32,22 +32,48 @@ class LoadedRun:
     checkpoint: Path
 
 
+# ``--checkpoint`` value that scores a run by its snapshot checkpoints (``optim.cycles``).
+SNAPSHOTS = "snapshots"
+
+
 def load_run(folder: str | Path, *, which: str = "best",
              device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the algorithm of ``folder``, load its ``best`` (or ``last``) weights, and
     put it on ``device`` (see :func:`radpath.engine.devices.resolve_device`)."""
-    target = resolve_device(device)
+    folder, config, record = _read_folder(folder)
+    return _loaded(folder, config, record, _checkpoint_path(folder, record, which), device)
+
+
+def load_members(folder: str | Path, *, which: str = "best",
+                 device: str | torch.device = "cpu") -> list[LoadedRun]:
+    """The models ``folder`` is scored with: its ``best`` or ``last`` checkpoint, or, for
+    ``snapshots``, one per snapshot checkpoint in the order they were taken."""
+    if which != SNAPSHOTS:
+        return [load_run(folder, which=which, device=device)]
+    folder, config, record = _read_folder(folder)
+    snapshots = sorted((folder / "checkpoints").glob(f"{SNAPSHOT_PREFIX}*.ckpt"))
+    if not snapshots:
+        raise RadpathError(f"{folder}: no snapshot checkpoints (checkpoints/{SNAPSHOT_PREFIX}"
+                           f"*.ckpt): they are kept when optim.cycles is above 1, and this "
+                           f"run's is {config.optim.cycles}")
+    return [_loaded(folder, config, record, path, device) for path in snapshots]
+
+
+def _read_folder(folder: str | Path) -> tuple[Path, TrainConfig, dict[str, Any]]:
     folder = Path(folder)
     for needed in ("config.yaml", "run.json"):
         if not (folder / needed).is_file():
             raise RadpathError(f"{folder} is not a radpath run folder: {needed} is missing")
     config = validate_config(yaml.safe_load((folder / "config.yaml").read_text()) or {},
                              source=str(folder / "config.yaml"))
-    record = json.loads((folder / "run.json").read_text())
-    checkpoint = _checkpoint_path(folder, record, which)
+    return folder, config, json.loads((folder / "run.json").read_text())
+
+
+def _loaded(folder: Path, config: TrainConfig, record: dict[str, Any], checkpoint: Path,
+            device: str | torch.device) -> LoadedRun:
     algorithm = build_algorithm(config, record.get("domains", []), record.get("num_grades", 0))
     load_weights(algorithm, checkpoint)
-    algorithm.to(target).eval()
+    algorithm.to(resolve_device(device)).eval()
     return LoadedRun(folder, config, record, algorithm, checkpoint)
 
 

@@ -26,7 +26,13 @@ class _Strict(BaseModel):
 
 
 class OptimConfig(_Strict):
-    """Optimiser and schedule: AdamW, linear warm-up, then cosine decay or a constant rate."""
+    """Optimiser and schedule: AdamW, linear warm-up, then cosine decay or a constant rate.
+
+    With ``cycles`` above 1 the cosine restarts (SGDR, Loshchilov and Hutter 2017) and the
+    weights at the end of each cycle are kept as ``checkpoints/snapshot-EEE.ckpt``: a
+    snapshot ensemble (Huang et al. 2017) for the cost of one training, scored with
+    ``--checkpoint snapshots``.
+    """
 
     lr: float = Field(3e-4, gt=0)
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone lr = lr * this")
@@ -35,12 +41,29 @@ class OptimConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0)
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="after warm-up: cosine decay to zero, or hold the rate")
+    cycles: int = Field(
+        1, ge=1, description="cosine cycles over the epochs, each ending at zero with its "
+        "weights kept as a snapshot checkpoint; epochs must be a multiple of it")
     accumulate_grad_batches: int = Field(1, ge=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     ema_decay: float = Field(
         0.0, ge=0, lt=1, description="exponential moving average of the weights, updated "
         "every optimiser step with this decay; validation, checkpoints and the final model "
         "use the average. 0 switches it off")
+
+    @model_validator(mode="after")
+    def _whole_cycles(self) -> OptimConfig:
+        # Snapshots are taken at epoch ends, so a cycle must end on one.
+        if self.cycles > 1 and self.schedule != "cosine":
+            raise ValueError(f"optim.cycles ({self.cycles}) needs optim.schedule 'cosine', "
+                             f"got {self.schedule!r}")
+        if self.epochs % self.cycles:
+            raise ValueError(f"optim.epochs ({self.epochs}) must be a multiple of "
+                             f"optim.cycles ({self.cycles}): each cycle ends on an epoch")
+        if self.warmup_epochs > self.epochs / self.cycles:
+            raise ValueError(f"optim.warmup_epochs ({self.warmup_epochs}) must fit in the "
+                             f"first of optim.cycles ({self.epochs // self.cycles} epochs)")
+        return self
 
 
 class PretrainConfig(_Strict):

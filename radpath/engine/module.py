@@ -104,7 +104,7 @@ class RadpathModule(L.LightningModule):
         if self.optim.backbone_lr_scale != 1.0:
             optimizer = split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
         return with_schedule(optimizer, self.trainer, self.optim.warmup_epochs, self.optim.epochs,
-                             decay=self.optim.schedule == "cosine")
+                             decay=self.optim.schedule == "cosine", cycles=self.optim.cycles)
 
 
 def monitored_auc(metrics: dict[str, Any]) -> float:
@@ -140,25 +140,33 @@ def validation_aucs(merged: dict[str, Tensor]) -> dict[str, Any]:
 
 
 def with_schedule(optimizer: torch.optim.Optimizer, trainer: L.Trainer, warmup_epochs: float,
-                  epochs: int, *, decay: bool) -> dict[str, Any]:
+                  epochs: int, *, decay: bool, cycles: int = 1) -> dict[str, Any]:
     """Lightning's optimiser dictionary: ``optimizer`` stepped per batch by :func:`lr_factor`,
     warming up over the steps of ``warmup_epochs`` of the run's ``epochs``."""
     total = max(1, int(trainer.estimated_stepping_batches))
     warmup = int(total * warmup_epochs / epochs)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                 lr_factor(warmup, total, decay=decay))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor(warmup, total, decay=decay, cycles=cycles))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def lr_factor(warmup: int, total: int, *, decay: bool) -> Callable[[int], float]:
-    """The learning-rate multiplier at each step: linear warm-up, then cosine or constant."""
+def lr_factor(warmup: int, total: int, *, decay: bool,
+              cycles: int = 1) -> Callable[[int], float]:
+    """The learning-rate multiplier at each step: linear warm-up, then cosine or constant.
+
+    With ``cycles`` the ``total`` steps are cut into equal cycles, the cosine restarting at
+    the full rate at the start of each; the warm-up belongs to the first.
+    """
+    length = total / cycles
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if not decay:
             return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
+        cycle = min(int(step // length), cycles - 1)
+        start = warmup if cycle == 0 else cycle * length
+        progress = (step - start) / max(1, (cycle + 1) * length - start)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor

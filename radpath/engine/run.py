@@ -6,7 +6,9 @@ versions, manifest hashes, pairing mode, seed, device, timings, final validation
 and TensorBoard logs under ``tensorboard/`` (``tensorboard/pretrain`` for the
 self-supervised pretraining that ``pretrain.epochs`` switches on). With ``optim.ema_decay``
 a checkpoint's ``state_dict`` holds the averaged weights, the ones validation saw and
-prediction loads; ``current_model_state`` holds the weights training resumes from.
+prediction loads; ``current_model_state`` holds the weights training resumes from. With
+``optim.cycles`` above 1, ``checkpoints/snapshot-EEE.ckpt`` holds the weights at the end of
+each cosine cycle (EEE: its last epoch, counted from 0).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from radpath.engine.records import file_sha256, git_commit, package_versions, wr
 from radpath.engine.sampler import BalancedUnitSampler, EpochTagged
 from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
+
+# File names of the snapshot checkpoints, one at the end of each cosine cycle.
+SNAPSHOT_PREFIX = "snapshot-"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,12 @@ def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Tra
     latest = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1,
                              every_n_epochs=1, enable_version_counter=False)
     callbacks: list[Callback] = [best, latest, *extra]
+    if config.optim.cycles > 1:
+        # The weights at the end of each cosine cycle: the members of a snapshot ensemble.
+        callbacks.append(SnapshotCheckpoint(
+            dirpath=folder, filename=SNAPSHOT_PREFIX + "{epoch:03d}", monitor=None,
+            save_top_k=-1, every_n_epochs=config.optim.epochs // config.optim.cycles,
+            auto_insert_metric_name=False, enable_version_counter=False))
     if config.optim.ema_decay:
         callbacks.append(WeightAveraging(avg_fn=ema_of_floats(config.optim.ema_decay)))
     if settings.early_stopping_patience > 0:
@@ -183,6 +194,15 @@ def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Tra
         limit_train_batches=settings.limit_train_batches, enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+class SnapshotCheckpoint(ModelCheckpoint):
+    """A checkpoint callback of its own name in the checkpoint's callback states, so that it
+    can share its period with the ``last`` one (one-epoch cycles) without clashing."""
+
+    @property
+    def state_key(self) -> str:
+        return f"snapshots{super().state_key}"
 
 
 def ema_of_floats(decay: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:

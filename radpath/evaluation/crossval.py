@@ -34,7 +34,7 @@ from radpath.data.splits import (
     unit_count,
 )
 from radpath.data.workflow import paired
-from radpath.engine.checkpoint import load_run
+from radpath.engine.checkpoint import SNAPSHOTS, load_members
 from radpath.engine.config import TrainConfig, with_algorithm
 from radpath.engine.data import PatientBagDataset, count_grades
 from radpath.engine.devices import prediction_device
@@ -42,6 +42,7 @@ from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
 from radpath.evaluation.crossval_tables import write_cv_tables
 from radpath.evaluation.delong import delong_test
+from radpath.evaluation.ensemble import ensemble_predictions
 from radpath.evaluation.evaluate import (
     BOTH_MODALITIES,
     SUMMARY_GROUPS,
@@ -58,6 +59,12 @@ from radpath.evaluation.predict import (
 )
 from radpath.evaluation.protocols import malignancy_auc, malignancy_scores, without_nan
 from radpath.evaluation.report import write_report
+
+# What --checkpoint may name, and how the tables say it.
+CHECKPOINT_WORDS = {"best": "best on each fold's inner validation split",
+                    "last": "last epoch",
+                    SNAPSHOTS: "mean logit of the snapshots at the end of each cosine cycle"}
+CHECKPOINT_CHOICES = tuple(CHECKPOINT_WORDS)
 
 # Share of a fold's training units kept aside to select checkpoints on.
 VAL_FRACTION = 0.15
@@ -109,15 +116,20 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
            ) -> list[dict[str, Any]]:
     """Train every algorithm on every fold; score the pooled out-of-fold predictions.
 
-    ``checkpoint`` is ``best`` (on the fold's inner validation split) or ``last``: with
-    an inner validation split of a handful of units, ``best`` is close to a random epoch.
+    ``checkpoint`` is ``best`` (on the fold's inner validation split), ``last`` or
+    ``snapshots`` (the mean logit of the snapshots of ``optim.cycles``): with an inner
+    validation split of a handful of units, ``best`` is close to a random epoch.
     ``group_of`` folds by group instead of by patient (see :func:`cv_manifests`).
 
     Writes ``cv.json`` (every metric row, pooled and per fold), ``cv.md`` (the summary
     table), and per algorithm ``<algorithm>/report.html`` and ``predictions.csv``.
     """
-    if checkpoint not in ("best", "last"):
-        raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_CHOICES)}, got "
+                          f"{checkpoint!r}")
+    if checkpoint == SNAPSHOTS and config.optim.cycles < 2:
+        raise ConfigError("checkpoint 'snapshots' needs optim.cycles of 2 or more, got "
+                          f"{config.optim.cycles}")
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction must be between 0 and 1 (exclusive), got "
                           f"{val_fraction!r}")
@@ -139,8 +151,7 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
               else f"leave-one-group-out over {len(folds)} groups")
     context = {"protocol": f"{scheme}, out-of-fold predictions pooled",
                "pairing": pairing_mode(folds[0][1]),
-               "checkpoint": ("best on each fold's inner validation split"
-                              if checkpoint == "best" else "last epoch"),
+               "checkpoint": CHECKPOINT_WORDS[checkpoint],
                "confidence intervals": "95%, bootstrap over units"}
     rows = _score(results, out, context, n_boot)
     write_cv_tables(rows, out, context)
@@ -174,13 +185,17 @@ def _grades_of_cohort(config: TrainConfig, manifest: Manifest) -> TrainConfig:
 
 def _predict_fold(name: str, run_dir: Path, manifest: Manifest,
                   checkpoint: str) -> FoldPredictions:
-    run = load_run(run_dir, which=checkpoint)
-    run.algorithm.to(prediction_device(run.config.trainer))
+    members = load_members(run_dir, which=checkpoint)
+    labels = [str(member.checkpoint) for member in members]
+    run = members[0]
+    for member in members:
+        member.algorithm.to(prediction_device(run.config.trainer))
     vocabulary = run.record.get("domains", [])
 
     def predict(split: str) -> UnitPredictions:
         dataset = PatientBagDataset(manifest, run.config.data, split=split, domains=vocabulary)
-        return predict_dataset(run.algorithm, dataset)
+        return ensemble_predictions([predict_dataset(m.algorithm, dataset) for m in members],
+                                    labels)
 
     return FoldPredictions(name, predict("test"), predict("val"))
 

@@ -13,7 +13,7 @@ from radpath.data.manifest import Manifest
 from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import read_paired
-from radpath.engine.checkpoint import LoadedRun, load_run
+from radpath.engine.checkpoint import LoadedRun, load_members
 from radpath.engine.data import PatientBagDataset
 from radpath.errors import RadpathError
 from radpath.evaluation.ensemble import ensemble_predictions
@@ -28,6 +28,7 @@ class EvaluationResult:
     report_path: Path
     rows: list[dict[str, Any]]
     predictions: UnitPredictions
+    ensemble: str | None = None  # how the members were combined, when there are several
 
 
 def make_predictor(run: LoadedRun, adapt: str, *, mode: str = "episodic") -> Predictor:
@@ -46,23 +47,25 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
                  checkpoint: str = "best", device: str = "cpu") -> EvaluationResult:
     """Evaluate the run's ``best`` (or ``last``) checkpoint on ``split`` of ``manifests``
     (all when unsplit), predicting on ``device``
-    (:data:`~radpath.engine.device_names.DEVICE_HELP`). Several run folders are scored as
-    one ensemble (:mod:`radpath.evaluation.ensemble`), each run with its own config's
-    preprocessing and adaptation; the first run's seed pairs unpaired manifests."""
+    (:data:`~radpath.engine.device_names.DEVICE_HELP`). Several run folders, or a run's
+    ``snapshots`` (``optim.cycles``), are scored as one ensemble
+    (:mod:`radpath.evaluation.ensemble`), each run with its own config's preprocessing and
+    adaptation; the first run's seed pairs unpaired manifests."""
     folders = [run_dir] if isinstance(run_dir, str | Path) else list(run_dir)
     if not folders:
         raise RadpathError("evaluate needs at least one run folder")
-    runs = [load_run(folder, which=checkpoint, device=device) for folder in folders]
+    runs = [member for folder in folders
+            for member in load_members(folder, which=checkpoint, device=device)]
     lead = runs[0]
     manifest = read_paired(manifests, seed=lead.config.seed)
     has_splits = all(r.split for r in manifest)
     chosen = split if has_splits else None
     if chosen and not any(r.split == chosen for r in manifest):
         raise RadpathError(f"no record of the manifests is in the '{chosen}' split")
-    for run in runs:
+    for run in {str(run.folder): run for run in runs}.values():
         cache_manifest(manifest, run.config.data.cache_dir, run.config.data.preprocess,
                        workers=workers, progress=progress)
-    names = [str(run.folder) for run in runs]
+    names = [str(run.folder / run.checkpoint.name) for run in runs]
     predictions = ensemble_predictions(
         [_predict(run, manifest, chosen, adapt) for run in runs], names)
     validation = None
@@ -80,17 +83,21 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
                "confidence intervals": "95%, bootstrap over patients (units)"}
     report = write_report(out / "report.html", predictions, rows, context,
                           n_boot=min(n_boot, 200))
-    return EvaluationResult(metrics_path, report, rows, predictions)
+    return EvaluationResult(metrics_path, report, rows, predictions, context.get("ensemble"))
 
 
 def _run_context(runs: Sequence[LoadedRun]) -> dict[str, str]:
     """The report's lines on what was scored: the run (or the ensemble's runs)."""
-    context = {"run": ", ".join(str(run.folder) for run in runs),
-               "checkpoint": runs[0].checkpoint.name,
+    folders = list(dict.fromkeys(str(run.folder) for run in runs))
+    context = {"run": ", ".join(folders),
+               "checkpoint": ", ".join(dict.fromkeys(run.checkpoint.name for run in runs)),
                "device": str(next(runs[0].algorithm.parameters()).device),
                "algorithm": ", ".join(sorted({run.config.algorithm.name for run in runs}))}
     if len(runs) > 1:
-        context["ensemble"] = f"mean logit of {len(runs)} runs per unit"
+        context["ensemble"] = (f"mean logit of {len(runs)} runs per unit"
+                               if len(runs) == len(folders) else
+                               f"mean logit of {len(runs)} checkpoints of {len(folders)} "
+                               f"run{'s' if len(folders) > 1 else ''} per unit")
     return context
 
 

@@ -116,7 +116,24 @@ def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) 
 
 def test_unknown_checkpoint_is_refused_before_any_training(tiny_manifest, tiny_config,
                                                            tmp_path) -> None:
-    with pytest.raises(ConfigError, match="'best' or 'last'"):
+    with pytest.raises(ConfigError, match="one of best, last, snapshots"):
         run_cv(tiny_config(), read_manifest(tiny_manifest), tmp_path / "cv", k=2,
                checkpoint="middle")
+    with pytest.raises(ConfigError, match=r"'snapshots' needs optim\.cycles of 2 or more"):
+        run_cv(tiny_config(), read_manifest(tiny_manifest), tmp_path / "cv", k=2,
+               checkpoint="snapshots")
     assert not (tmp_path / "cv").exists()
+
+
+def test_cv_scores_each_fold_by_its_snapshots(tiny_manifest, tiny_config, tmp_path) -> None:
+    manifest = read_manifest(tiny_manifest)
+    run_cv(tiny_config("optim.epochs=2", "optim.cycles=2"), manifest, tmp_path / "cv", k=2,
+           workers=1, n_boot=20, checkpoint="snapshots")
+    for fold in ("fold-1", "fold-2"):
+        kept = sorted(p.name for p in (tmp_path / "cv" / fold / "erm" / "checkpoints")
+                      .glob("snapshot-*"))
+        assert kept == ["snapshot-000.ckpt", "snapshot-001.ckpt"]
+    with (tmp_path / "cv" / "erm" / "predictions.csv").open() as handle:
+        predicted = list(csv.DictReader(handle))
+    assert len(predicted) == len({r.pair_id or r.patient_id for r in manifest})
+    assert "mean logit of the snapshots" in (tmp_path / "cv" / "cv.md").read_text()
