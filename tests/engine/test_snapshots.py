@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
-from scipy.special import expit, logit
 
 from radpath.engine.checkpoint import load_members
 from radpath.engine.config import load_config
@@ -17,6 +15,7 @@ from radpath.engine.run import train
 from radpath.errors import ConfigError, RadpathError
 from radpath.evaluation.runner import evaluate_run
 from tests.conftest import REPO_ROOT
+from tests.evaluation import assert_mean_logit_of
 
 
 def test_each_cycle_restarts_the_cosine_at_the_full_rate():
@@ -77,11 +76,7 @@ def test_snapshots_are_scored_by_their_mean_logit(cycled_run, tiny_manifest, tmp
                                   progress=False).predictions)
     joint = evaluate_run(cycled_run, [tiny_manifest], tmp_path / "joint", split="val",
                          checkpoint="snapshots", n_boot=20, progress=False)
-    for output in ("mammo", "histo", "fused"):
-        assert not np.allclose(alone[0].prob[output], alone[1].prob[output])
-        expected = expit((logit(alone[0].prob[output].astype(float))
-                          + logit(alone[1].prob[output].astype(float))) / 2)
-        assert joint.predictions.prob[output] == pytest.approx(expected, rel=1e-6)
+    assert_mean_logit_of(alone, joint.predictions)
     assert joint.ensemble == "mean logit of 2 checkpoints of 1 run per unit"
     assert "snapshot-001.ckpt, snapshot-003.ckpt" in joint.report_path.read_text()
 

@@ -3,12 +3,12 @@ two real tiny runs."""
 
 import numpy as np
 import pytest
-from scipy.special import expit, logit
 
 from radpath.errors import RadpathError
 from radpath.evaluation.ensemble import ensemble_predictions, mean_logit
 from radpath.evaluation.predict import UnitPredictions, ViewResult
 from radpath.evaluation.runner import evaluate_run
+from tests.evaluation import assert_mean_logit_of
 
 
 def _predictions(probs: list[float], *, units=None, labels=None,
@@ -73,9 +73,5 @@ def test_evaluating_two_runs_scores_their_mean_logit(tiny_run, second_tiny_run, 
              for name, run in (("a", tiny_run), ("b", second_tiny_run))]
     joint = evaluate_run([tiny_run, second_tiny_run], [tiny_manifest], tmp_path / "ab",
                          split="val", n_boot=20, progress=False)
-    for output in ("mammo", "histo", "fused"):
-        assert not np.allclose(alone[0].prob[output], alone[1].prob[output])
-        expected = expit((logit(alone[0].prob[output].astype(float))
-                          + logit(alone[1].prob[output].astype(float))) / 2)
-        assert joint.predictions.prob[output] == pytest.approx(expected, rel=1e-6)
+    assert_mean_logit_of(alone, joint.predictions)
     assert "mean logit of 2 runs per unit" in joint.report_path.read_text()
