@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,8 @@ class FoldPredictions:
     fold: str
     test: UnitPredictions
     val: UnitPredictions
+    # Each member's held-out predictions by checkpoint name, when ``test`` is an ensemble.
+    members: dict[str, UnitPredictions] = field(default_factory=dict)
 
 
 def cv_manifests(manifest: Manifest, k: int, *, seed: int = 0, val_fraction: float = VAL_FRACTION,
@@ -122,7 +124,8 @@ def run_cv(config: TrainConfig, manifest: Manifest, out: str | Path, *, k: int =
     ``group_of`` folds by group instead of by patient (see :func:`cv_manifests`).
 
     Writes ``cv.json`` (every metric row, pooled and per fold), ``cv.md`` (the summary
-    table), and per algorithm ``<algorithm>/report.html`` and ``predictions.csv``.
+    table), and per algorithm ``<algorithm>/report.html`` and ``predictions.csv`` (with
+    ``snapshots``, each snapshot's too: ``<algorithm>/members/snapshot-EEE.csv``).
     """
     if checkpoint not in CHECKPOINT_CHOICES:
         raise ConfigError(f"checkpoint must be one of {', '.join(CHECKPOINT_CHOICES)}, got "
@@ -172,7 +175,9 @@ def _score(results: dict[str, list[FoldPredictions]], out: Path, context: dict[s
         write_report(out / algorithm / "report.html", pooled[algorithm], pooled_rows,
                      {**context, "algorithm": algorithm, "units": len(pooled[algorithm])},
                      n_boot=min(n_boot, 200))
-        _write_predictions(out / algorithm / "predictions.csv", fold_results)
+        _write_predictions(out / algorithm / "predictions.csv",
+                           [(f.fold, f.test) for f in fold_results])
+        _write_member_predictions(out / algorithm / "members", fold_results)
     return rows + _delong_rows(pooled) + _fusion_rows(pooled)
 
 
@@ -192,12 +197,15 @@ def _predict_fold(name: str, run_dir: Path, manifest: Manifest,
         member.algorithm.to(prediction_device(run.config.trainer))
     vocabulary = run.record.get("domains", [])
 
-    def predict(split: str) -> UnitPredictions:
+    def predict(split: str) -> list[UnitPredictions]:
         dataset = PatientBagDataset(manifest, run.config.data, split=split, domains=vocabulary)
-        return ensemble_predictions([predict_dataset(m.algorithm, dataset) for m in members],
-                                    labels)
+        return [predict_dataset(member.algorithm, dataset) for member in members]
 
-    return FoldPredictions(name, predict("test"), predict("val"))
+    test = predict("test")
+    alone = ({m.checkpoint.stem: p for m, p in zip(members, test, strict=True)}
+             if len(members) > 1 else {})
+    return FoldPredictions(name, ensemble_predictions(test, labels),
+                           ensemble_predictions(predict("val"), labels), alone)
 
 
 def _fold_rows(algorithm: str, folds: list[FoldPredictions]) -> list[dict[str, Any]]:
@@ -262,14 +270,22 @@ def _fusion_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_predictions(path: Path, folds: list[FoldPredictions]) -> None:
-    """The out-of-fold probabilities, one row per unit."""
+def _write_predictions(path: Path, folds: list[tuple[str, UnitPredictions]]) -> None:
+    """The out-of-fold probabilities, one row per unit: ``folds`` are (name, held-out
+    predictions)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values()])
-        for fold in folds:
-            p = fold.test
+        for fold, p in folds:
             for i, unit in enumerate(p.unit_id):
                 probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITY_OUTPUTS]
-                writer.writerow([unit, fold.fold, int(p.label[i]), *probs])
+                writer.writerow([unit, fold, int(p.label[i]), *probs])
+
+
+def _write_member_predictions(folder: Path, folds: list[FoldPredictions]) -> None:
+    """Each ensemble member's out-of-fold probabilities, ``folder/<checkpoint>.csv``, for
+    the checkpoints every fold has (snapshots are taken at the same epochs in each)."""
+    names = set.intersection(*(set(fold.members) for fold in folds))
+    for name in sorted(names):
+        _write_predictions(folder / f"{name}.csv", [(f.fold, f.members[name]) for f in folds])

@@ -5,10 +5,11 @@ import json
 import zlib
 
 import pytest
+from scipy.special import expit, logit
 
 from radpath.data.manifest import Manifest, read_manifest
 from radpath.errors import ConfigError, RadpathError
-from radpath.evaluation.crossval import cv_manifests, run_cv
+from radpath.evaluation.crossval import PREDICTION_COLUMNS, cv_manifests, run_cv
 from radpath.evaluation.evaluate import BOTH_MODALITIES
 
 
@@ -133,7 +134,21 @@ def test_cv_scores_each_fold_by_its_snapshots(tiny_manifest, tiny_config, tmp_pa
         kept = sorted(p.name for p in (tmp_path / "cv" / fold / "erm" / "checkpoints")
                       .glob("snapshot-*"))
         assert kept == ["snapshot-000.ckpt", "snapshot-001.ckpt"]
-    with (tmp_path / "cv" / "erm" / "predictions.csv").open() as handle:
-        predicted = list(csv.DictReader(handle))
-    assert len(predicted) == len({r.pair_id or r.patient_id for r in manifest})
+    read = {name: _probabilities(tmp_path / "cv" / "erm" / name) for name in
+            ("predictions.csv", "members/snapshot-000.csv", "members/snapshot-001.csv")}
+    joint, first, second = read.values()
+    units = {unit for unit, _ in joint}
+    assert units == {r.pair_id or r.patient_id for r in manifest}
+    assert first.keys() == second.keys() == joint.keys()
+    for key, prob in joint.items():
+        assert prob == pytest.approx(expit((logit(first[key]) + logit(second[key])) / 2),
+                                     abs=1e-5)
+    assert first != second
     assert "mean logit of the snapshots" in (tmp_path / "cv" / "cv.md").read_text()
+
+
+def _probabilities(path) -> dict[tuple[str, str], float]:
+    """``{(unit, output column): probability}`` of a CV predictions file."""
+    with path.open() as handle:
+        return {(row["unit_id"], column): float(row[column]) for row in csv.DictReader(handle)
+                for column in PREDICTION_COLUMNS.values() if row[column]}
