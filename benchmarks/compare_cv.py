@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from radpath.evaluation.crossval import PREDICTION_COLUMNS as OUTPUTS
 from radpath.evaluation.delong import delong_test
 from radpath.evaluation.ensemble import mean_logit
 from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
 from radpath.evaluation.metrics import Estimate, auc_with_ci
+from radpath.evaluation.predict import PREDICTION_COLUMNS as OUTPUTS
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, str]]:

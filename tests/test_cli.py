@@ -105,6 +105,8 @@ def test_evaluate_command_prints_auc_and_localisation(tiny_run, tiny_manifest, t
     lines = result.output.splitlines()
     assert any("malignancy" in line and "AUC" in line and "(n=" in line for line in lines)
     assert any("localisation" in line and "hit rate" in line for line in lines)
+    assert "per-unit probabilities" in result.output
+    assert (tmp_path / "eval" / "predictions.csv").is_file()
 
 
 def test_evaluate_scores_several_runs_as_one_ensemble(tiny_run, second_tiny_run,

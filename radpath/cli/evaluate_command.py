@@ -23,7 +23,8 @@ def evaluate(
         "--run", help="Run folder written by radpath train; repeat it to score several "
                       "runs (seeds, say) as one ensemble, each unit by its mean logit.")],
     manifest: Annotated[list[Path], typer.Option("--manifest", help="Manifest (repeatable).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, report.html.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, "
+                                                    "predictions.csv and report.html.")],
     adapt: Annotated[str, typer.Option(help="Test-time adaptation: none, tent, sar or "
                                             "causal.")] = "none",
     split: Annotated[str, typer.Option(help="Split to evaluate (all rows when the "
@@ -51,6 +52,7 @@ def evaluate(
     console.print(table)
     if result.ensemble:
         console.print(f"ensemble: {result.ensemble}")
+    console.print(f"per-unit probabilities: {result.predictions_path}")
     console.print(f"report: {result.report_path}")
 
 

@@ -15,7 +15,6 @@ Pairs are formed once, before folding, so a pseudo-pair is held out as one unit.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from radpath.atomic import atomic_path
 from radpath.data.manifest import Manifest, Record, write_manifest
 from radpath.data.pairing import pairing_mode
 from radpath.data.splits import (
@@ -56,6 +54,7 @@ from radpath.evaluation.predict import (
     UnitPredictions,
     concat_predictions,
     predict_dataset,
+    write_predictions,
 )
 from radpath.evaluation.protocols import malignancy_auc, malignancy_scores, without_nan
 from radpath.evaluation.report import write_report
@@ -68,8 +67,6 @@ CHECKPOINT_CHOICES = tuple(CHECKPOINT_WORDS)
 
 # Share of a fold's training units kept aside to select checkpoints on.
 VAL_FRACTION = 0.15
-# The columns of predictions.csv holding each output's probability.
-PREDICTION_COLUMNS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
 
 
 @dataclass
@@ -175,8 +172,8 @@ def _score(results: dict[str, list[FoldPredictions]], out: Path, context: dict[s
         write_report(out / algorithm / "report.html", pooled[algorithm], pooled_rows,
                      {**context, "algorithm": algorithm, "units": len(pooled[algorithm])},
                      n_boot=min(n_boot, 200))
-        _write_predictions(out / algorithm / "predictions.csv",
-                           [(f.fold, f.test) for f in fold_results])
+        write_predictions(out / algorithm / "predictions.csv",
+                          [(f.fold, f.test) for f in fold_results])
         _write_member_predictions(out / algorithm / "members", fold_results)
     return rows + _delong_rows(pooled) + _fusion_rows(pooled)
 
@@ -270,22 +267,9 @@ def _fusion_rows(pooled: dict[str, UnitPredictions]) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_predictions(path: Path, folds: list[tuple[str, UnitPredictions]]) -> None:
-    """The out-of-fold probabilities, one row per unit: ``folds`` are (name, held-out
-    predictions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values()])
-        for fold, p in folds:
-            for i, unit in enumerate(p.unit_id):
-                probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITY_OUTPUTS]
-                writer.writerow([unit, fold, int(p.label[i]), *probs])
-
-
 def _write_member_predictions(folder: Path, folds: list[FoldPredictions]) -> None:
     """Each ensemble member's out-of-fold probabilities, ``folder/<checkpoint>.csv``, for
     the checkpoints every fold has (snapshots are taken at the same epochs in each)."""
     names = set.intersection(*(set(fold.members) for fold in folds))
     for name in sorted(names):
-        _write_predictions(folder / f"{name}.csv", [(f.fold, f.members[name]) for f in folds])
+        write_predictions(folder / f"{name}.csv", [(f.fold, f.members[name]) for f in folds])

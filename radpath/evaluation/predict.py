@@ -9,19 +9,24 @@ original image.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
 
 from radpath.algorithms.base import Algorithm
+from radpath.atomic import atomic_path
 from radpath.data.cache import ArrayCache
 from radpath.data.preprocess import RecordPreprocessor, load_cached
 from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.devices import batch_to
 
 MODALITY_OUTPUTS = ("mammo", "histo", "fused")
+# The columns of predictions.csv holding each output's probability.
+PREDICTION_COLUMNS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
 
 
 @dataclass
@@ -130,3 +135,20 @@ def concat_predictions(parts: list[UnitPredictions]) -> UnitPredictions:
         views=[replace(v, unit=v.unit + int(offset))
                for p, offset in zip(parts, offsets, strict=True) for v in p.views],
     )
+
+
+def write_predictions(path: Path, parts: list[tuple[str, UnitPredictions]]) -> Path:
+    """``predictions.csv``: one row per unit of each (name, predictions) part, written
+    atomically. Columns: ``unit_id``; ``fold`` (the part's name: a CV fold, or the split
+    evaluated); ``label``, the unit's code (0 normal, 1 benign, 2 malignant, -1 unknown);
+    then each output's malignancy probability (:data:`PREDICTION_COLUMNS`), empty where the
+    unit lacks that modality. ``benchmarks/compare_cv.py`` pairs two such files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values()])
+        for name, p in parts:
+            for i, unit in enumerate(p.unit_id):
+                probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITY_OUTPUTS]
+                writer.writerow([unit, name, int(p.label[i]), *probs])
+    return path

@@ -1,4 +1,5 @@
-"""``evaluate_run``: a trained run and manifests in; ``metrics.json`` and ``report.html`` out."""
+"""``evaluate_run``: a trained run and manifests in; ``metrics.json``, ``predictions.csv``
+and ``report.html`` out."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from radpath.engine.data import PatientBagDataset
 from radpath.errors import RadpathError
 from radpath.evaluation.ensemble import ensemble_predictions
 from radpath.evaluation.evaluate import metric_rows, thresholds_from
-from radpath.evaluation.predict import Predictor, UnitPredictions, predict_dataset
+from radpath.evaluation.predict import (
+    Predictor,
+    UnitPredictions,
+    predict_dataset,
+    write_predictions,
+)
 from radpath.evaluation.report import write_report
 
 
@@ -28,6 +34,7 @@ class EvaluationResult:
     report_path: Path
     rows: list[dict[str, Any]]
     predictions: UnitPredictions
+    predictions_path: Path
     ensemble: str | None = None  # how the members were combined, when there are several
 
 
@@ -50,7 +57,9 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
     (:data:`~radpath.engine.device_names.DEVICE_HELP`). Several run folders, or a run's
     ``snapshots`` (``optim.cycles``), are scored as one ensemble
     (:mod:`radpath.evaluation.ensemble`), each run with its own config's preprocessing and
-    adaptation; the first run's seed pairs unpaired manifests."""
+    adaptation; the first run's seed pairs unpaired manifests. Each unit's probabilities
+    go to ``predictions.csv`` (:func:`~radpath.evaluation.predict.write_predictions`, the
+    split as its ``fold``), so two evaluations of the same units can be paired."""
     folders = [run_dir] if isinstance(run_dir, str | Path) else list(run_dir)
     if not folders:
         raise RadpathError("evaluate needs at least one run folder")
@@ -76,6 +85,8 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
     rows = metric_rows(predictions, thresholds=thresholds_from(validation), n_boot=n_boot)
     out = Path(out)
     metrics_path = _write_rows(rows, out / "metrics.json")
+    predictions_path = write_predictions(out / "predictions.csv",
+                                         [(chosen or "all", predictions)])
     context = {**_run_context(runs), "adaptation": adapt,
                "split": chosen or "all (manifests have no split column)",
                "pairing": pairing_mode(manifest), "units": len(predictions),
@@ -83,7 +94,8 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
                "confidence intervals": "95%, bootstrap over patients (units)"}
     report = write_report(out / "report.html", predictions, rows, context,
                           n_boot=min(n_boot, 200))
-    return EvaluationResult(metrics_path, report, rows, predictions, context.get("ensemble"))
+    return EvaluationResult(metrics_path, report, rows, predictions, predictions_path,
+                            context.get("ensemble"))
 
 
 def _run_context(runs: Sequence[LoadedRun]) -> dict[str, str]:

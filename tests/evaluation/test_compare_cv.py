@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from radpath.evaluation.crossval import PREDICTION_COLUMNS
+from radpath.evaluation.predict import PREDICTION_COLUMNS
 from tests.conftest import REPO_ROOT
 
 

@@ -9,8 +9,9 @@ from scipy.special import expit, logit
 
 from radpath.data.manifest import Manifest, read_manifest
 from radpath.errors import ConfigError, RadpathError
-from radpath.evaluation.crossval import PREDICTION_COLUMNS, cv_manifests, run_cv
+from radpath.evaluation.crossval import cv_manifests, run_cv
 from radpath.evaluation.evaluate import BOTH_MODALITIES
+from radpath.evaluation.predict import PREDICTION_COLUMNS
 
 
 def test_every_unit_is_held_out_once_and_never_trained_on(tiny_manifest) -> None:

@@ -1,11 +1,13 @@
 """radpath evaluate and the LODO benchmark, run for real on a tiny model."""
 
+import csv
 import json
 
 import pytest
 
-from radpath.data.manifest import read_manifest
+from radpath.data.manifest import read_manifest, write_manifest
 from radpath.errors import RadpathError
+from radpath.evaluation.predict import PREDICTION_COLUMNS
 from radpath.evaluation.protocols import run_lodo, summary_lines, summary_of
 from radpath.evaluation.runner import evaluate_run
 
@@ -35,6 +37,39 @@ def test_evaluate_scores_the_checkpoint_asked_for(tiny_run, tiny_manifest, tmp_p
         evaluate_run(tiny_run, [tiny_manifest], tmp_path / "middle", split="val",
                      progress=False, checkpoint="middle")
     assert not (tmp_path / "middle").exists()
+
+
+def test_evaluate_writes_each_units_probabilities(tiny_run, tiny_manifest, tmp_path):
+    result = evaluate_run(tiny_run, [tiny_manifest], tmp_path / "eval", split="val",
+                          n_boot=20, progress=False)
+    with result.predictions_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    scored = result.predictions
+    assert result.predictions_path == tmp_path / "eval" / "predictions.csv"
+    assert [row["unit_id"] for row in rows] == scored.unit_id
+    assert {row["fold"] for row in rows} == {"val"}
+    assert [int(row["label"]) for row in rows] == scored.label.tolist()
+    for modality, column in PREDICTION_COLUMNS.items():
+        for row, has, prob in zip(rows, scored.has[modality], scored.prob[modality],
+                                  strict=True):
+            assert (row[column] != "") == bool(has), (modality, row["unit_id"])
+            if has:
+                assert float(row[column]) == pytest.approx(float(prob), abs=1e-6)
+
+
+def test_evaluate_predicts_cases_without_labels(tiny_run, tiny_manifest, tmp_path):
+    # New cases come without labels: their probabilities are written, and no metric is made
+    # up for them.
+    cohort = read_manifest(tiny_manifest)
+    unlabelled = write_manifest([r.with_(label="") if r.split == "val" else r for r in cohort],
+                                tmp_path / "unlabelled.csv")
+    result = evaluate_run(tiny_run, [unlabelled], tmp_path / "eval", split="val", n_boot=20,
+                          progress=False)
+    with result.predictions_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {row["label"] for row in rows} == {"-1"}
+    assert all(0 < float(row[PREDICTION_COLUMNS["fused"]]) < 1 for row in rows)
+    assert not [row for row in result.rows if row["metric"] == "auc"]
 
 
 @pytest.mark.parametrize("adapt", ["tent", "causal"])
