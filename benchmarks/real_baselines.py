@@ -1,7 +1,7 @@
 """Reference baselines on the same patient folds as benchmarks/real_cpu_cv.py.
 
     .venv/bin/python benchmarks/real_baselines.py --work /tmp/radpath-cv [--seeds 3]
-        [--modality mammo|histo] [--baseline NAME] [--group patient|batch]
+        [--modality mammo|histo] [--baseline NAME --table FILE] [--group patient|batch]
 
 A recipe is only "better" than the floors the project was set if the floors are measured
 the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Ten
@@ -509,7 +509,12 @@ def main() -> None:
     parser.add_argument("--baseline", action="append",
                         choices=[name for names in BASELINES.values() for name in names],
                         help="run only these baselines (default: every one of the modality)")
+    parser.add_argument("--table", type=Path, help="write the table here (default: "
+                        "benchmarks/results/real_baselines[_batch].md; needed with --baseline)")
     args = parser.parse_args()
+    if args.baseline and not args.table:
+        parser.error("--baseline runs some baselines only: give --table FILE, so that the "
+                     "full table in benchmarks/results is not replaced by their rows")
     modalities = args.modality or (("histo",) if args.group == "batch" else tuple(BASELINES))
     suffix = check_group(parser, args.group, modalities)
     recipe, cache = REPO / "configs" / "real-cpu.yaml", f"data.cache_dir={args.work / 'cache'}"
@@ -538,8 +543,9 @@ def main() -> None:
         "AUC of malignancy (malignant vs rest) per unit, out-of-fold predictions pooled over "
         f"{FOLDS_TEXT[args.group]}, 95% bootstrap CI; one modality at a time, so no pairs. "
         "The preprocessing of configs/real-cpu.yaml (the same cache).", "", *lines, ""])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with atomic_path(RESULTS / f"real_baselines{suffix}.md") as tmp:
+    table = args.table or RESULTS / f"real_baselines{suffix}.md"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(table) as tmp:
         tmp.write_text(text)
     print(text)
 
