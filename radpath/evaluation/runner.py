@@ -92,6 +92,8 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
                "pairing": pairing_mode(manifest), "units": len(predictions),
                "operating point": "chosen on validation (Youden)" if validation else "0.5",
                "confidence intervals": "95%, bootstrap over patients (units)"}
+    if unlabelled := int((predictions.label < 0).sum()):
+        context["units without a label"] = f"{unlabelled}: in predictions.csv, in no metric"
     report = write_report(out / "report.html", predictions, rows, context,
                           n_boot=min(n_boot, 200))
     return EvaluationResult(metrics_path, report, rows, predictions, predictions_path,

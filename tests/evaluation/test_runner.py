@@ -70,6 +70,7 @@ def test_evaluate_predicts_cases_without_labels(tiny_run, tiny_manifest, tmp_pat
     assert rows and {row["label"] for row in rows} == {"-1"}
     assert all(0 < float(row[PREDICTION_COLUMNS["fused"]]) < 1 for row in rows)
     assert not [row for row in result.rows if row["metric"] == "auc"]
+    assert f"{len(rows)}: in predictions.csv, in no metric" in result.report_path.read_text()
 
 
 @pytest.mark.parametrize("adapt", ["tent", "causal"])
