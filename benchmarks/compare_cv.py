@@ -1,4 +1,4 @@
-"""Two cross-validations of the same units compared: DeLong's paired test per modality.
+"""Two sets of predictions of the same units compared: DeLong's paired test per modality.
 
     .venv/bin/python benchmarks/compare_cv.py A/predictions.csv B/predictions.csv
         [--task malignancy|abnormality]
@@ -10,7 +10,9 @@ each output (mammography, H&E, fused; fused again on the units holding both moda
 the AUC of malignancy (``--task abnormality``: of any finding) of A and of B on the units
 both scored, each with its 95% bootstrap interval, B minus A with its 95% interval, and
 DeLong's p. The units are the same, so the test is paired: it sees a change that two
-separate bootstrap intervals, each a third of the scale wide, would hide.
+separate bootstrap intervals, each a third of the scale wide, would hide. The
+``predictions.csv`` that ``radpath evaluate`` writes has the same columns, so two
+evaluations of the same split compare the same way (units without a label count in no AUC).
 
 A side given as several files joined by commas is their ensemble: each unit scored by the
 mean of its logits over the runs (seeds, say), and only the units every run scored. Each
@@ -39,8 +41,9 @@ def read_predictions(path: Path) -> dict[str, dict[str, str]]:
         rows = list(csv.DictReader(handle))
     missing = {"unit_id", "label", *OUTPUTS.values()} - set(rows[0] if rows else ())
     if missing:
-        raise SystemExit(f"{path}: expected a CV predictions.csv with columns "
-                         f"{sorted(missing)}; found {sorted(rows[0]) if rows else 'no rows'}")
+        found = sorted(rows[0]) if rows else "no rows"
+        raise SystemExit(f"{path}: expected a predictions.csv (CV or radpath evaluate) with "
+                         f"columns {sorted(missing)}; found {found}")
     return {row["unit_id"]: row for row in rows}
 
 

@@ -198,8 +198,7 @@ def lesion_windows_cnn(fold: Fold) -> np.ndarray:
     ``resnet10t`` from scratch, one grey channel. Convolutions share their weights across
     positions and see neighbourhoods from the first layer, the prior a ViT must learn from
     data; this row asks whether that prior finds MIAS lesions from 54 training patients."""
-    torch.manual_seed(fold.seed)
-    return _lesion_detector(fold, timm.create_model("resnet10t", in_chans=1, num_classes=1))
+    return _lesion_detector(fold, _cnn(in_chans=1, seed=fold.seed))
 
 
 def _lesion_detector(fold: Fold, net: torch.nn.Module, epochs: int = 30, copies: int = 8,
@@ -389,6 +388,12 @@ def _vit(*, img_size: int, patch_size: int, in_chans: int, seed: int) -> VisionT
     torch.manual_seed(seed)
     shape = {**BACKBONES.get("vit_micro")(), "patch_size": patch_size}
     return VisionTransformer(img_size=img_size, in_chans=in_chans, num_classes=1, **shape)
+
+
+def _cnn(*, in_chans: int, seed: int) -> torch.nn.Module:
+    """timm's ``resnet10t`` from scratch, seeded as :func:`_vit` is."""
+    torch.manual_seed(seed)
+    return timm.create_model("resnet10t", in_chans=in_chans, num_classes=1)
 
 
 def _fit(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, *,
