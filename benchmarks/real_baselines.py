@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/real_baselines.py --work /tmp/radpath-cv [--seeds 3]
         [--modality mammo|histo] [--baseline NAME --table FILE] [--group patient|batch]
+        [--scores DIR]
 
 A recipe is only "better" than the floors the project was set if the floors are measured
-the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Ten
+the same way: the same units, folds, preprocessing cache and pooled out-of-fold AUC. Eleven
 baselines, each trained per fold on the fold's training and inner-validation units and
 scored on its held-out units:
 
@@ -35,7 +36,8 @@ scored on its held-out units:
   overlapping by three quarters, every one with at least a quarter tissue: the recipe's
   preprocessing and cache under :data:`QUARTER_TILES`, so the recipe trained with those
   overrides sees the same tiles): the view of tissue architecture a pathologist takes at
-  low power.
+  low power. ``tile-cnn-quarter``: the same tiles and training with timm's ``resnet10t``
+  in place of the ViT.
 
 Seed ``s`` makes the folds of ``real_cpu_cv.py --set seed=s`` and seeds the baseline, so
 seed 0 sits next to the recipe's table. Output: benchmarks/results/real_baselines.md.
@@ -45,11 +47,19 @@ date, and BreakHis as a whole (one laboratory; its domains are magnifications of
 patients). It asks whether a baseline's signal survives a staining batch it never saw, the
 domain-generalisation question colour statistics raise. Output:
 benchmarks/results/real_baselines_batch.md.
+
+``--scores DIR`` also keeps every unit's out-of-fold score,
+``DIR/MODALITY/BASELINE/seed-S.csv`` in the columns of the CV's ``predictions.csv`` (the
+score, a logit or any other ranking, as a probability through the logistic function) plus
+the raw ``score``, so that ``benchmarks/compare_cv.py`` pairs two baselines, or a baseline
+and the recipe trained on that modality alone (``real_cpu_cv.py --modality M``: the joint
+recipe's units are pseudo-pairs, with other ids), on the same units.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import shlex
 import sys
 import time
@@ -75,10 +85,12 @@ from radpath.data.histo import tissue_mask
 from radpath.data.io import read_image
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor, load_cached
+from radpath.engine.batch import LABEL_CODES
 from radpath.engine.config import TrainConfig, load_config
 from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, PatientBagDataset, Unit, tile_tensor
 from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
+from radpath.evaluation.predict import PREDICTION_COLUMNS
 from radpath.models.backbone import BACKBONES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -323,21 +335,31 @@ def colour_texture(fold: Fold) -> np.ndarray:
 
 
 def tile_vit(fold: Fold) -> np.ndarray:
-    return _tile_vit(fold, lambda r: _tiles(fold, r), epochs=10)
+    return _tile_classifier(fold, lambda r: _tiles(fold, r), epochs=10,
+                            net=_vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed))
 
 
 def tile_vit_quarter(fold: Fold) -> np.ndarray:
     """The tile ViT at a quarter of the resolution (a 64-px tile spans 256 source pixels:
     tissue architecture rather than nuclei), on every overlapping tile of the image."""
-    return _tile_vit(fold, lambda r: tile_tensor(fold.quarter_tiles(r)), epochs=30)
+    return _tile_classifier(fold, lambda r: tile_tensor(fold.quarter_tiles(r)), epochs=30,
+                            net=_vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed))
 
 
-def _tile_vit(fold: Fold, tiles_of: Callable[[Record], torch.Tensor], epochs: int
-              ) -> np.ndarray:
+def tile_cnn_quarter(fold: Fold) -> np.ndarray:
+    """``tile-vit-quarter`` with timm's ``resnet10t`` in place of the ViT: whether a
+    convolutional prior, which the recipe's patch-local stem only begins to give, is what
+    holds a from-scratch model of these 49 units back."""
+    return _tile_classifier(fold, lambda r: tile_tensor(fold.quarter_tiles(r)), epochs=30,
+                            net=_cnn(in_chans=3, seed=fold.seed))
+
+
+def _tile_classifier(fold: Fold, tiles_of: Callable[[Record], torch.Tensor], epochs: int, *,
+                     net: torch.nn.Module) -> np.ndarray:
+    """Every tile trained with its image's label; a unit scored by its mean tile logit."""
     images = [(tiles_of(r), malignant(u)) for u in fold.train for r in u.histo]
     tiles = torch.cat([t for t, _ in images])
     labels = torch.cat([torch.full((len(t),), y) for t, y in images])
-    net = _vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed)
     _fit(net, tiles, labels, epochs, batch=64, augment=_dihedral, seed=fold.seed)
     with torch.no_grad():
         return np.array([float(torch.cat([net(tiles_of(r)) for r in u.histo]).mean())
@@ -436,7 +458,8 @@ BASELINES = {"mammo": {"naive-vit": naive_vit, "film-features": film_features,
                        "oracle-detection": oracle_detection,
                        "oracle-lesion": oracle_lesion},
              "histo": {"tissue-fraction": tissue_fraction, "colour-texture": colour_texture,
-                       "tile-vit": tile_vit, "tile-vit-quarter": tile_vit_quarter}}
+                       "tile-vit": tile_vit, "tile-vit-quarter": tile_vit_quarter,
+                       "tile-cnn-quarter": tile_cnn_quarter}}
 
 
 # ---------------------------------------------------------------- protocol
@@ -498,11 +521,42 @@ def _array_reader(config: TrainConfig) -> Callable[[Record], dict[str, np.ndarra
     return lambda record: load_cached(record, cache, preprocessor)
 
 
-def pooled_auc(folds: list[Fold], baseline: Callable[[Fold], np.ndarray]) -> Estimate:
+@dataclass
+class Scored:
+    """One held-out unit's out-of-fold score."""
+
+    fold: int
+    unit: Unit
+    score: float
+
+
+def out_of_fold(folds: list[Fold], baseline: Callable[[Fold], np.ndarray]) -> list[Scored]:
+    """Every fold's held-out units, scored by the baseline trained on that fold."""
+    return [Scored(number, unit, float(score))
+            for number, fold in enumerate(folds, start=1)
+            for unit, score in zip(fold.test, baseline(fold), strict=True)]
+
+
+def pooled_auc(scored: list[Scored]) -> Estimate:
     """AUC of the out-of-fold scores of every fold, pooled."""
-    scores = np.concatenate([baseline(fold) for fold in folds])
-    labels = np.array([malignant(u) for fold in folds for u in fold.test])
-    return auc_with_ci(labels, scores)
+    return auc_with_ci(np.array([malignant(s.unit) for s in scored]),
+                       np.array([s.score for s in scored]))
+
+
+def write_scores(path: Path, modality: str, scored: list[Scored]) -> None:
+    """The scores in the columns of the CV's ``predictions.csv``, atomically: the score
+    through the logistic function as the modality's probability (full precision, so that
+    large scores do not tie), the other outputs empty, and the raw score."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values(), "score"])
+        for s in scored:
+            probability = repr(float(1 / (1 + np.exp(-s.score))))
+            outputs = [probability if output == modality else ""
+                       for output in PREDICTION_COLUMNS]
+            writer.writerow([s.unit.unit_id, f"fold-{s.fold}", LABEL_CODES[s.unit.label],
+                             *outputs, repr(s.score)])
 
 
 def main() -> None:
@@ -516,6 +570,9 @@ def main() -> None:
                         help="run only these baselines (default: every one of the modality)")
     parser.add_argument("--table", type=Path, help="write the table here (default: "
                         "benchmarks/results/real_baselines[_batch].md; needed with --baseline)")
+    parser.add_argument("--scores", type=Path, help="keep every unit's out-of-fold score "
+                        "in DIR/MODALITY/BASELINE/seed-S.csv (benchmarks/compare_cv.py "
+                        "pairs them)")
     args = parser.parse_args()
     if args.baseline and not args.table:
         parser.error("--baseline runs some baselines only: give --table FILE, so that the "
@@ -535,7 +592,12 @@ def main() -> None:
         for name, baseline in BASELINES[modality].items():
             if args.baseline and name not in args.baseline:
                 continue
-            estimates = [pooled_auc(folds[s], baseline) for s in range(args.seeds)]
+            scored = [out_of_fold(folds[s], baseline) for s in range(args.seeds)]
+            if args.scores:
+                for seed, seed_scores in enumerate(scored):
+                    write_scores(args.scores / modality / name / f"seed-{seed}.csv",
+                                 modality, seed_scores)
+            estimates = [pooled_auc(seed_scores) for seed_scores in scored]
             lines.append(f"| {modality} | {name} | {estimates[0]} | "
                          f"{spread_cells([e.value for e in estimates])} |")
             print(lines[-1], flush=True)
