@@ -592,12 +592,14 @@ def main() -> None:
         for name, baseline in BASELINES[modality].items():
             if args.baseline and name not in args.baseline:
                 continue
-            scored = [out_of_fold(folds[s], baseline) for s in range(args.seeds)]
-            if args.scores:
-                for seed, seed_scores in enumerate(scored):
+            estimates = []
+            for seed in range(args.seeds):
+                scored = out_of_fold(folds[seed], baseline)
+                if args.scores:  # as each seed ends: long baselines lose no finished seed
                     write_scores(args.scores / modality / name / f"seed-{seed}.csv",
-                                 modality, seed_scores)
-            estimates = [pooled_auc(seed_scores) for seed_scores in scored]
+                                 modality, scored)
+                estimates.append(pooled_auc(scored))
+                print(f"{modality} {name} seed {seed}: {estimates[-1]}", flush=True)
             lines.append(f"| {modality} | {name} | {estimates[0]} | "
                          f"{spread_cells([e.value for e in estimates])} |")
             print(lines[-1], flush=True)
