@@ -72,6 +72,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 from scipy.stats import kurtosis, skew
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 from sklearn.linear_model import LogisticRegression
@@ -545,14 +546,14 @@ def pooled_auc(scored: list[Scored]) -> Estimate:
 
 def write_scores(path: Path, modality: str, scored: list[Scored]) -> None:
     """The scores in the columns of the CV's ``predictions.csv``, atomically: the score
-    through the logistic function as the modality's probability (full precision, so that
-    large scores do not tie), the other outputs empty, and the raw score."""
+    through the logistic function as the modality's probability (in full, so that scores
+    up to about 36 in size stay apart), the other outputs empty, and the raw score."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values(), "score"])
         for s in scored:
-            probability = repr(float(1 / (1 + np.exp(-s.score))))
+            probability = repr(float(expit(s.score)))
             outputs = [probability if output == modality else ""
                        for output in PREDICTION_COLUMNS]
             writer.writerow([s.unit.unit_id, f"fold-{s.fold}", LABEL_CODES[s.unit.label],
