@@ -337,14 +337,14 @@ def colour_texture(fold: Fold) -> np.ndarray:
 
 def tile_vit(fold: Fold) -> np.ndarray:
     return _tile_classifier(fold, lambda r: _tiles(fold, r), epochs=10,
-                            net=_vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed))
+                            net=_tile_vit(fold.seed))
 
 
 def tile_vit_quarter(fold: Fold) -> np.ndarray:
     """The tile ViT at a quarter of the resolution (a 64-px tile spans 256 source pixels:
     tissue architecture rather than nuclei), on every overlapping tile of the image."""
     return _tile_classifier(fold, lambda r: tile_tensor(fold.quarter_tiles(r)), epochs=30,
-                            net=_vit(img_size=64, patch_size=8, in_chans=3, seed=fold.seed))
+                            net=_tile_vit(fold.seed))
 
 
 def tile_cnn_quarter(fold: Fold) -> np.ndarray:
@@ -411,6 +411,11 @@ def _vit(*, img_size: int, patch_size: int, in_chans: int, seed: int) -> VisionT
     torch.manual_seed(seed)
     shape = {**BACKBONES.get("vit_micro")(), "patch_size": patch_size}
     return VisionTransformer(img_size=img_size, in_chans=in_chans, num_classes=1, **shape)
+
+
+def _tile_vit(seed: int) -> VisionTransformer:
+    """The tile baselines' ViT: 64-px RGB tiles in 8-px patches."""
+    return _vit(img_size=64, patch_size=8, in_chans=3, seed=seed)
 
 
 def _cnn(*, in_chans: int, seed: int) -> torch.nn.Module:
