@@ -91,7 +91,7 @@ from radpath.engine.config import TrainConfig, load_config
 from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, PatientBagDataset, Unit, tile_tensor
 from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
-from radpath.evaluation.predict import PREDICTION_COLUMNS
+from radpath.evaluation.predict import PREDICTION_COLUMNS, PREDICTION_FIELDS
 from radpath.models.backbone import BACKBONES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -556,7 +556,7 @@ def write_scores(path: Path, modality: str, scored: list[Scored]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values(), "score"])
+        writer.writerow([*PREDICTION_FIELDS, "score"])
         for s in scored:
             probability = repr(float(expit(s.score)))
             outputs = [probability if output == modality else ""

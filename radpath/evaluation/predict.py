@@ -27,6 +27,8 @@ from radpath.engine.devices import batch_to
 MODALITY_OUTPUTS = ("mammo", "histo", "fused")
 # The columns of predictions.csv holding each output's probability.
 PREDICTION_COLUMNS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
+# predictions.csv's header: the unit, its fold (or split), its label code, the outputs.
+PREDICTION_FIELDS = ("unit_id", "fold", "label", *PREDICTION_COLUMNS.values())
 
 
 @dataclass
@@ -146,7 +148,7 @@ def write_predictions(path: Path, parts: list[tuple[str, UnitPredictions]]) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["unit_id", "fold", "label", *PREDICTION_COLUMNS.values()])
+        writer.writerow(PREDICTION_FIELDS)
         for name, p in parts:
             for i, unit in enumerate(p.unit_id):
                 probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITY_OUTPUTS]

@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import math
 from types import SimpleNamespace
 
 import pytest
 
 from radpath.evaluation.predict import PREDICTION_COLUMNS
-from tests.conftest import REPO_ROOT
-
-
-def _load(name: str):
-    # real_baselines imports its sibling real_data by name, as the scripts run.
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            name, REPO_ROOT / "benchmarks" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        # dataclasses look their module up in sys.modules while the class is made.
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO_ROOT / "benchmarks"))
-    return module
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def baselines():
-    return _load("real_baselines")
+    return load_benchmark("real_baselines")
 
 
 def _unit(unit_id: str, label: str):
@@ -43,7 +27,7 @@ def test_scores_are_written_in_the_columns_compare_cv_pairs(tmp_path, baselines)
     path = tmp_path / "histo" / "tile-cnn-quarter" / "seed-0.csv"
     baselines.write_scores(path, "histo", scored)
 
-    rows = _load("compare_cv").read_predictions(path)
+    rows = load_benchmark("compare_cv").read_predictions(path)
     assert list(rows) == ["u1", "u2", "u3"]
     assert [rows[u]["label"] for u in rows] == ["2", "1", "0"]
     assert [rows[u]["fold"] for u in rows] == ["fold-1", "fold-1", "fold-2"]
@@ -51,7 +35,7 @@ def test_scores_are_written_in_the_columns_compare_cv_pairs(tmp_path, baselines)
     histo = [float(rows[u][PREDICTION_COLUMNS["histo"]]) for u in rows]
     # Scores 0.5 apart near 30 stay apart and in order through the logistic function.
     assert histo[0] > histo[1] > histo[2]
-    assert histo[2] == pytest.approx(1 / (1 + 2.718281828459045 ** 2.0))
+    assert histo[2] == pytest.approx(1 / (1 + math.exp(2.0)))
     assert all(rows[u][PREDICTION_COLUMNS[m]] == "" for u in rows for m in ("mammo", "fused"))
 
 

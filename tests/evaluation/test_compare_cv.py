@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 
 from radpath.evaluation.predict import PREDICTION_COLUMNS
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_benchmark
 
 
 def _compare_cv():
-    spec = importlib.util.spec_from_file_location(
-        "compare_cv", REPO_ROOT / "benchmarks" / "compare_cv.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare_cv")
 
 
 def _write(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -64,13 +59,6 @@ def test_runs_that_disagree_on_a_label_are_refused(tmp_path):
         _compare_cv().read_ensemble(f"{first},{second}")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cv_tables_add_the_seeds_ensemble(tmp_path):
     # Each seed alone ranks one malignant unit (label 2) below a benign one; their mean
     # logits rank every malignant unit first: AUC 0.75, 0.75, then 1.0.
@@ -85,10 +73,10 @@ def test_cv_tables_add_the_seeds_ensemble(tmp_path):
         PREDICTION_COLUMNS["mammo"], ["u1", "u2", "u3", "u4"])
     assert for_one.value == pytest.approx(0.75)
 
-    lines = _load("real_cpu_cv")._seed_ensemble(tmp_path, [0, 1], ["erm"])
+    lines = load_benchmark("real_cpu_cv")._seed_ensemble(tmp_path, [0, 1], ["erm"])
     assert any(line.startswith("| erm | mammo | 1.000 [") and "(n=4)" in line for line in lines)
     assert any(line.startswith("| erm | fused | 1.000 [") for line in lines)
     assert any(line.startswith("| erm | fused, both modalities | 1.000 [") and "(n=2)" in line
                for line in lines)
     assert any(line.startswith("| erm | histo | 1.000 [") and "(n=2)" in line for line in lines)
-    assert _load("real_cpu_cv")._seed_ensemble(tmp_path, [0], ["erm"]) == []
+    assert load_benchmark("real_cpu_cv")._seed_ensemble(tmp_path, [0], ["erm"]) == []
