@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.augment.mixstyle import TokenMixStyle
+from radpath.augment.tilemix import TileMix
 from radpath.engine.batch import LABEL_CODES
 from radpath.models.crossmodal import CrossModalModel
 from radpath.objectives.ordinal import ordinal_loss, ordinal_probabilities
@@ -40,6 +41,9 @@ class Algorithm(nn.Module):
         self.mixstyle = (TokenMixStyle(p=config.mixstyle.p, alpha=config.mixstyle.alpha,
                                        mix=config.mixstyle.mix, seed=seed)
                          if self.uses_mixstyle else None)
+        mix = config.tile_mix
+        self.tile_mix = (TileMix(p=mix.p, alpha=mix.alpha, mode=mix.mode, seed=seed)
+                         if mix.p > 0 else None)
         # Counted in a buffer so that schedules resume correctly from a checkpoint, and
         # mirrored on the host: reading the buffer of a model on a GPU waits for the GPU.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
@@ -59,6 +63,8 @@ class Algorithm(nn.Module):
         The terms stay tensors: reading one as a float waits for the device to finish the
         forward pass, so a caller reads them after queueing the backward (:meth:`update`).
         """
+        if self.tile_mix is not None and self.training:
+            batch = self.tile_mix(batch)
         out = self(batch)
         terms = self.supervised_terms(out, batch)
         terms.update(self.extra_terms(out, batch))
@@ -95,13 +101,14 @@ class Algorithm(nn.Module):
         """Malignancy per modality and fused, grading, and localisation."""
         weights = self.config.weights
         known = batch["label"] >= 0
-        target = batch["malignant"].float()
+        target, histo_target = batch["malignant"].float(), malignancy_target(batch, "histo")
         terms = {
             "mammo_bce": (weights.mammo, masked_bce(out["mammo_logit"], target,
                                                     known & batch["has_mammo"])),
-            "histo_bce": (weights.histo, masked_bce(out["histo_logit"], target,
+            "histo_bce": (weights.histo, masked_bce(out["histo_logit"], histo_target,
                                                     known & batch["has_histo"])),
-            "fused_bce": (weights.fused, masked_bce(out["fused_logit"], target, known)),
+            "fused_bce": (weights.fused, masked_bce(out["fused_logit"],
+                                                    malignancy_target(batch, "fused"), known)),
         }
         if self.finding_margin is not None:
             finding_logit = out["mammo_logit"] + F.softplus(self.finding_margin)
@@ -109,7 +116,7 @@ class Algorithm(nn.Module):
                 finding_logit, has_finding(batch), known & batch["has_mammo"]))
         if weights.histo_tiles > 0 and "histo_tile_logit" in out:
             tiles = batch["histo_mask"].bool() & (known & batch["has_histo"])[:, None]
-            tile_target = target[:, None].expand_as(out["histo_tile_logit"])
+            tile_target = histo_target[:, None].expand_as(out["histo_tile_logit"])
             terms["histo_tile_bce"] = (weights.histo_tiles, masked_bce(
                 out["histo_tile_logit"], tile_target, tiles))
         if "grade_logits" in out:
@@ -208,6 +215,18 @@ def masked_bce(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, losses, 0.0).sum() / chosen.sum().clamp(min=1.0)
 
 
+def malignancy_target(batch: Batch, output: str) -> Tensor:
+    """The (B,) malignancy target of ``mammo``, ``histo`` or ``fused``.
+
+    Tiles mixed across units (:class:`~radpath.augment.tilemix.TileMix`) carry a soft
+    target in ``histo_target``, and so do the units' fused outputs, which read those tiles;
+    the mammograms are never mixed.
+    """
+    if output != "mammo" and "histo_target" in batch:
+        return batch["histo_target"]
+    return batch["malignant"].float()
+
+
 def has_finding(batch: Batch) -> Tensor:
     """1.0 for units with any benign or malignant finding, 0.0 for normal ones (and unknown)."""
     return (batch["label"] > LABEL_CODES["normal"]).float()
@@ -217,7 +236,7 @@ def modality_rows(out: dict[str, Tensor], batch: Batch, modality: str
                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Logits, targets, domain ids and features of the labelled units having ``modality``."""
     rows = batch[f"has_{modality}"] & (batch["label"] >= 0)
-    return (out[f"{modality}_logit"][rows], batch["malignant"].float()[rows],
+    return (out[f"{modality}_logit"][rows], malignancy_target(batch, modality)[rows],
             batch[f"{modality}_domain"][rows], out[f"{modality}_feat"][rows])
 
 

@@ -44,6 +44,18 @@ class MixStyleSettings(_Strict):
     mix: Literal["random", "crossdomain"] = "crossdomain"
 
 
+class TileMixSettings(_Strict):
+    """Mixup or CutMix of H&E tiles across labelled units, with soft targets (off at p 0).
+
+    DeiT's remedy for a ViT trained from scratch on too few images; see
+    :mod:`radpath.augment.tilemix`.
+    """
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of mixing a batch")
+    alpha: float = Field(0.4, gt=0, description="Beta(alpha, alpha) weight of a unit's own tiles")
+    mode: Literal["mixup", "cutmix"] = "mixup"
+
+
 class AlgorithmConfig(_Strict):
     """Which algorithm trains the model, and its hyperparameters.
 
@@ -62,6 +74,9 @@ class AlgorithmConfig(_Strict):
             normal < benign < malignant order as CORAL ties its thresholds to one score):
             a film's finding is a question more of the cohort's films answer than its
             malignancy, and the malignancy probability stays the sigmoid of the score.
+        tile_mix: mixup or CutMix of H&E tiles across units; the H&E, tile and fused
+            malignancy terms (and IRM's and Group DRO's H&E terms) then take the mixed
+            target of each unit's tiles.
     """
 
     name: str = "erm"
@@ -74,3 +89,4 @@ class AlgorithmConfig(_Strict):
     lesion_supervision: bool = True
     localisation_target: Literal["malignant", "finding"] = "malignant"
     mammo_target: Literal["malignant", "ordinal"] = "malignant"
+    tile_mix: TileMixSettings = TileMixSettings()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from radpath.algorithms.base import MODALITIES, Algorithm, Batch, register_algorithm
+from radpath.algorithms.base import (
+    MODALITIES,
+    Algorithm,
+    Batch,
+    malignancy_target,
+    register_algorithm,
+)
 from radpath.objectives.irm import IrmSchedule, check_domains, irm_penalty_by_domain
 
 
@@ -15,7 +21,8 @@ def irm_term(algorithm: Algorithm, out: dict[str, Tensor], batch: Batch) -> Tens
     labelled = batch["label"] >= 0
     for modality in MODALITIES:
         penalty = penalty + irm_penalty_by_domain(
-            out[f"{modality}_logit"], batch["malignant"].float(), batch[f"{modality}_domain"],
+            out[f"{modality}_logit"], malignancy_target(batch, modality),
+            batch[f"{modality}_domain"],
             labelled & batch[f"has_{modality}"].bool(), num_domains=len(algorithm.domains))
     return penalty
 

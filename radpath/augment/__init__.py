@@ -1,4 +1,5 @@
-"""Training-time augmentation: MixStyle for tokens and mammogram intensity changes."""
+"""Training-time augmentation: MixStyle for tokens, mammogram intensity changes, and
+mixup/CutMix of H&E tiles across units."""
 
 from radpath.augment.intensity import (
     MammoIntensityAugment,
@@ -10,9 +11,11 @@ from radpath.augment.intensity import (
     random_window,
 )
 from radpath.augment.mixstyle import TokenMixStyle, cross_domain_partners
+from radpath.augment.tilemix import TileMix
 
 __all__ = [
     "MammoIntensityAugment",
+    "TileMix",
     "TokenMixStyle",
     "add_noise",
     "adjust_gamma",

@@ -36,10 +36,14 @@ class RadpathModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Epoch-seeded randomness makes a run resumed at an epoch boundary retrace the
-        # uninterrupted one: MixStyle restarts from here, as the sampler's draws, tiles and
-        # augmentation do from the epoch Lightning gives the sampler (EpochTagged).
+        # uninterrupted one: MixStyle and tile mixing restart from here, as the sampler's
+        # draws, tiles and augmentation do from the epoch Lightning gives the sampler
+        # (EpochTagged).
+        epoch_seed = self.seed * 100_003 + self.current_epoch
         if self.algorithm.mixstyle is not None:
-            self.algorithm.mixstyle.reseed(self.seed * 100_003 + self.current_epoch)
+            self.algorithm.mixstyle.reseed(epoch_seed)
+        if self.algorithm.tile_mix is not None:
+            self.algorithm.tile_mix.reseed(epoch_seed)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         schedule = getattr(self.algorithm, "irm_schedule", None)

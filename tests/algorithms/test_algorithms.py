@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from radpath.algorithms import ALGORITHMS, Algorithm, register_algorithm
-from radpath.algorithms.base import MODALITIES, masked_bce, modality_rows
-from radpath.algorithms.config import IrmSettings, MixStyleSettings
+from radpath.algorithms.base import MODALITIES, malignancy_target, masked_bce, modality_rows
+from radpath.algorithms.config import IrmSettings, MixStyleSettings, TileMixSettings
+from radpath.augment import TileMix
 from radpath.errors import RadpathError
 from tests.algorithms import only, tiny_algorithm
 from tests.models import random_batch
@@ -297,3 +298,37 @@ def test_masked_bce_is_the_mean_over_the_mask_and_zero_without_it() -> None:
     assert grad[1] == 0 and grad[3] == 0 and grad[0] != 0
     nothing = masked_bce(logits, target, torch.zeros(4, dtype=torch.bool))
     assert nothing.item() == 0.0 and nothing.requires_grad
+
+
+@pytest.mark.parametrize("mode", ["mixup", "cutmix"])
+def test_tile_mixing_trains_the_histo_terms_against_the_mixed_targets(mode: str) -> None:
+    batch = random_batch()
+    batch["label"] = torch.tensor([2, 0, 0, 2])  # units 0, 2, 3 have tiles: both classes
+    batch["malignant"] = (batch["label"] == 2).float()
+    settings = TileMixSettings(p=1.0, alpha=0.4, mode=mode)
+    algorithm = tiny_algorithm("erm", tile_mix=settings, weights={"histo_tiles": 1.0})
+    _, logs = algorithm.compute_loss(batch)
+    mixed = TileMix(p=1.0, alpha=0.4, mode=mode, seed=0).train()(batch)
+    target = mixed["histo_target"]
+    assert not torch.equal(target, batch["malignant"])  # the batch was mixed
+    out = algorithm(mixed)
+    known = batch["label"] >= 0
+    histo = known & batch["has_histo"]
+    expected = {
+        "histo_bce": masked_bce(out["histo_logit"], target, histo),
+        "fused_bce": masked_bce(out["fused_logit"], target, known),
+        "mammo_bce": masked_bce(out["mammo_logit"], batch["malignant"],
+                                known & batch["has_mammo"]),
+        "histo_tile_bce": masked_bce(out["histo_tile_logit"],
+                                     target[:, None].expand_as(out["histo_tile_logit"]),
+                                     batch["histo_mask"] & histo[:, None]),
+    }
+    for name, value in expected.items():
+        assert torch.isclose(logs[name], value.detach(), atol=1e-6), name
+    assert torch.equal(malignancy_target(mixed, "mammo"), batch["malignant"])
+    assert torch.equal(malignancy_target(mixed, "histo"), target)
+
+
+def test_tile_mixing_is_off_by_default_and_at_p_zero() -> None:
+    assert tiny_algorithm("erm").tile_mix is None
+    assert tiny_algorithm("erm", tile_mix=TileMixSettings(p=0.0)).tile_mix is None

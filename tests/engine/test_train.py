@@ -72,7 +72,9 @@ class _Interrupt(Callback):
 
 @pytest.mark.parametrize("ema", ["0.0", "0.9"])
 def test_resume_ends_at_the_uninterrupted_weights(tiny_manifest, tiny_config, tmp_path, ema):
-    config = tiny_config("optim.epochs=4", "algorithm.name=paper", f"optim.ema_decay={ema}")
+    # Tile mixing too: its generator, like MixStyle's, must restart where the run stopped.
+    config = tiny_config("optim.epochs=4", "algorithm.name=paper", f"optim.ema_decay={ema}",
+                         "algorithm.tile_mix.p=1.0")
     whole = train(config, [tiny_manifest], tmp_path / "whole", workers=1)
     with pytest.raises(SystemExit):  # Lightning's graceful shutdown after Ctrl-C
         train(config, [tiny_manifest], tmp_path / "cut", callbacks=[_Interrupt()], workers=1)
