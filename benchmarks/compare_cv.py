@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/compare_cv.py A/predictions.csv B/predictions.csv
         [--task malignancy|abnormality]
     .venv/bin/python benchmarks/compare_cv.py A1.csv,A2.csv B1.csv,B2.csv
+    .venv/bin/python benchmarks/compare_cv.py JOINT/predictions.csv BASELINE/seed-0.csv
+        --key histo_patients
 
 Given the pooled out-of-fold ``predictions.csv`` of two runs of ``benchmarks/real_cpu_cv.py``
 (``WORK/cv/erm/predictions.csv``) with the same seed, hence the same folds, this prints for
@@ -18,6 +20,12 @@ A side given as several files joined by commas is their ensemble: each unit scor
 mean of its logits over the runs (seeds, say), and only the units every run scored. Each
 run's out-of-fold score already comes from a model that never saw the unit, so the mean
 does too, even where the runs' folds differ.
+
+``--key histo_patients`` (or ``mammo_patients``) pairs the rows by the patients whose
+images of that modality a unit holds, instead of by unit: a joint run's pseudo-pair
+``pseudo-0012`` then meets the H&E-only unit of its H&E patient, in an H&E-only CV or in a
+baseline's ``real_baselines.py --scores`` file. Compare that modality's output alone: the
+other outputs of a pseudo-pair read the other patient too.
 """
 
 from __future__ import annotations
@@ -32,25 +40,37 @@ from radpath.evaluation.delong import delong_test
 from radpath.evaluation.ensemble import mean_logit
 from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
 from radpath.evaluation.metrics import Estimate, auc_with_ci
+from radpath.evaluation.predict import PATIENT_COLUMNS
 from radpath.evaluation.predict import PREDICTION_COLUMNS as OUTPUTS
 
+KEYS = ("unit_id", *PATIENT_COLUMNS.values())
 
-def read_predictions(path: Path) -> dict[str, dict[str, str]]:
-    """``{unit_id: row}`` of a ``predictions.csv``."""
+
+def read_predictions(path: Path, key: str = "unit_id") -> dict[str, dict[str, str]]:
+    """``{key: row}`` of a ``predictions.csv``; rows whose ``key`` is empty (a unit without
+    that modality) are left out."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    missing = {"unit_id", "label", *OUTPUTS.values()} - set(rows[0] if rows else ())
+    missing = {"unit_id", "label", key, *OUTPUTS.values()} - set(rows[0] if rows else ())
     if missing:
         found = sorted(rows[0]) if rows else "no rows"
         raise SystemExit(f"{path}: expected a predictions.csv (CV or radpath evaluate) with "
-                         f"columns {sorted(missing)}; found {found}")
-    return {row["unit_id"]: row for row in rows}
+                         f"columns {sorted(missing)}; found {found} (files written before "
+                         "the patient columns pair by unit_id only)")
+    keyed = [row for row in rows if row[key]]
+    seen: dict[str, str] = {}
+    for row in keyed:
+        if row[key] in seen:
+            raise SystemExit(f"{path}: {key} {row[key]!r} is in units {seen[row[key]]} and "
+                             f"{row['unit_id']}: pair by a key that names one unit")
+        seen[row[key]] = row["unit_id"]
+    return {row[key]: row for row in keyed}
 
 
-def read_ensemble(paths: str) -> dict[str, dict[str, str]]:
+def read_ensemble(paths: str, key: str = "unit_id") -> dict[str, dict[str, str]]:
     """The rows of one ``predictions.csv``, or of several joined by commas averaged."""
     files = paths.split(",")
-    runs = [read_predictions(Path(path)) for path in files]
+    runs = [read_predictions(Path(path), key) for path in files]
     if len(runs) == 1:
         return runs[0]
     units = set(runs[0]).intersection(*runs[1:])
@@ -123,8 +143,10 @@ def main() -> None:
     parser.add_argument("b", help="predictions.csv of the run compared with it (the same)")
     parser.add_argument("--task", choices=tuple(TASKS), default="malignancy",
                         help="malignant against the rest, or any finding against normal")
+    parser.add_argument("--key", choices=KEYS, default="unit_id",
+                        help="pair rows by unit, or by the patients of one modality")
     args = parser.parse_args()
-    a, b = read_ensemble(args.a), read_ensemble(args.b)
+    a, b = read_ensemble(args.a, args.key), read_ensemble(args.b, args.key)
     units = [u for u in a if u in b]  # A's order
     if len(units) < len(set(a) | set(b)):
         print(f"scoring the {len(units)} units both runs predicted "

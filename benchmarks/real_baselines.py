@@ -91,7 +91,12 @@ from radpath.engine.config import TrainConfig, load_config
 from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, PatientBagDataset, Unit, tile_tensor
 from radpath.evaluation.crossval import cv_manifests
 from radpath.evaluation.metrics import Estimate, auc_with_ci
-from radpath.evaluation.predict import PREDICTION_COLUMNS, PREDICTION_FIELDS
+from radpath.evaluation.predict import (
+    PATIENT_COLUMNS,
+    PREDICTION_COLUMNS,
+    PREDICTION_FIELDS,
+    patient_ids,
+)
 from radpath.models.backbone import BACKBONES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -552,7 +557,9 @@ def pooled_auc(scored: list[Scored]) -> Estimate:
 def write_scores(path: Path, modality: str, scored: list[Scored]) -> None:
     """The scores in the columns of the CV's ``predictions.csv``, atomically: the score
     through the logistic function as the modality's probability (in full, so that scores
-    up to about 36 in size stay apart), the other outputs empty, and the raw score."""
+    up to about 36 in size stay apart), the other outputs empty, the unit's patients
+    (as the joint CV writes them, so ``compare_cv.py --key histo_patients`` pairs the two),
+    and the raw score."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -561,8 +568,9 @@ def write_scores(path: Path, modality: str, scored: list[Scored]) -> None:
             probability = repr(float(expit(s.score)))
             outputs = [probability if output == modality else ""
                        for output in PREDICTION_COLUMNS]
+            patients = [patient_ids(getattr(s.unit, m)) for m in PATIENT_COLUMNS]
             writer.writerow([s.unit.unit_id, f"fold-{s.fold}", LABEL_CODES[s.unit.label],
-                             *outputs, repr(s.score)])
+                             *outputs, *patients, repr(s.score)])
 
 
 def main() -> None:

@@ -27,8 +27,13 @@ from radpath.engine.devices import batch_to
 MODALITY_OUTPUTS = ("mammo", "histo", "fused")
 # The columns of predictions.csv holding each output's probability.
 PREDICTION_COLUMNS = {output: f"{output}_prob" for output in MODALITY_OUTPUTS}
-# predictions.csv's header: the unit, its fold (or split), its label code, the outputs.
-PREDICTION_FIELDS = ("unit_id", "fold", "label", *PREDICTION_COLUMNS.values())
+# The columns naming the patients whose images a unit holds in each modality: a
+# pseudo-pair's H&E patient is a unit of its own when H&E is evaluated alone.
+PATIENT_COLUMNS = {"mammo": "mammo_patients", "histo": "histo_patients"}
+# predictions.csv's header: the unit, its fold (or split), its label code, the outputs,
+# then the patients.
+PREDICTION_FIELDS = ("unit_id", "fold", "label", *PREDICTION_COLUMNS.values(),
+                     *PATIENT_COLUMNS.values())
 
 
 @dataclass
@@ -56,6 +61,8 @@ class UnitPredictions:
     prob: dict[str, np.ndarray]
     grade_prob: np.ndarray | None = None
     views: list[ViewResult] = field(default_factory=list)
+    # Per modality, each unit's patient ids joined by ";" ("" without that modality).
+    patients: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.unit_id)
@@ -97,10 +104,16 @@ def predict_dataset(algorithm: Algorithm, dataset: PatientBagDataset, *,
                 "fused": ["all"] * len(units)},
         prob={m: merged.get(f"{m}_prob", np.zeros(0)) for m in MODALITY_OUTPUTS},
         grade_prob=merged["grade_prob"] if merged.get("grade_prob", np.zeros(0)).size else None,
+        patients={m: [patient_ids(getattr(u, m)) for u in units] for m in PATIENT_COLUMNS},
     )
     if scores:
         result.views = _view_results(dataset, scores)
     return result
+
+
+def patient_ids(records) -> str:
+    """The distinct patient ids of ``records``, sorted, joined by ";"."""
+    return ";".join(sorted({record.patient_id for record in records}))
 
 
 def _view_results(dataset: PatientBagDataset, scores: list[np.ndarray]) -> list[ViewResult]:
@@ -136,7 +149,13 @@ def concat_predictions(parts: list[UnitPredictions]) -> UnitPredictions:
         grade_prob=None if grades[0] is None else np.concatenate(grades),
         views=[replace(v, unit=v.unit + int(offset))
                for p, offset in zip(parts, offsets, strict=True) for v in p.views],
+        patients={m: [i for p in parts for i in _patients_of(p, m)] for m in PATIENT_COLUMNS},
     )
+
+
+def _patients_of(predictions: UnitPredictions, modality: str) -> list[str]:
+    """The units' patient ids in ``modality``, empty strings where they were not kept."""
+    return predictions.patients.get(modality) or [""] * len(predictions)
 
 
 def write_predictions(path: Path, parts: list[tuple[str, UnitPredictions]]) -> Path:
@@ -144,7 +163,9 @@ def write_predictions(path: Path, parts: list[tuple[str, UnitPredictions]]) -> P
     atomically. Columns: ``unit_id``; ``fold`` (the part's name: a CV fold, or the split
     evaluated); ``label``, the unit's code (0 normal, 1 benign, 2 malignant, -1 unknown);
     then each output's malignancy probability (:data:`PREDICTION_COLUMNS`), empty where the
-    unit lacks that modality. ``benchmarks/compare_cv.py`` pairs two such files."""
+    unit lacks that modality; then the unit's patients per modality
+    (:data:`PATIENT_COLUMNS`). ``benchmarks/compare_cv.py`` pairs two such files, by unit or
+    by one modality's patients."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -152,5 +173,6 @@ def write_predictions(path: Path, parts: list[tuple[str, UnitPredictions]]) -> P
         for name, p in parts:
             for i, unit in enumerate(p.unit_id):
                 probs = [f"{p.prob[m][i]:.6f}" if p.has[m][i] else "" for m in MODALITY_OUTPUTS]
-                writer.writerow([unit, name, int(p.label[i]), *probs])
+                patients = [_patients_of(p, m)[i] for m in PATIENT_COLUMNS]
+                writer.writerow([unit, name, int(p.label[i]), *probs, *patients])
     return path

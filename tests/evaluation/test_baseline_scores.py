@@ -17,7 +17,9 @@ def baselines():
 
 
 def _unit(unit_id: str, label: str):
-    return SimpleNamespace(unit_id=unit_id, label=label)
+    """An H&E-only unit of patient ``unit_id`` with two images."""
+    images = (SimpleNamespace(patient_id=unit_id),) * 2
+    return SimpleNamespace(unit_id=unit_id, label=label, mammo=(), histo=images)
 
 
 def test_scores_are_written_in_the_columns_compare_cv_pairs(tmp_path, baselines):
@@ -37,6 +39,9 @@ def test_scores_are_written_in_the_columns_compare_cv_pairs(tmp_path, baselines)
     assert histo[0] > histo[1] > histo[2]
     assert histo[2] == pytest.approx(1 / (1 + math.exp(2.0)))
     assert all(rows[u][PREDICTION_COLUMNS[m]] == "" for u in rows for m in ("mammo", "fused"))
+    # The joint CV's pseudo-pairs meet these units through their H&E patients.
+    assert [rows[u]["histo_patients"] for u in rows] == ["u1", "u2", "u3"]
+    assert all(rows[u]["mammo_patients"] == "" for u in rows)
 
 
 def test_pooled_auc_ranks_malignant_against_the_rest(baselines):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from radpath.evaluation.predict import PREDICTION_COLUMNS
+from radpath.evaluation.predict import PREDICTION_COLUMNS, PREDICTION_FIELDS
 from tests.conftest import load_benchmark
 
 
@@ -80,3 +80,43 @@ def test_cv_tables_add_the_seeds_ensemble(tmp_path):
                for line in lines)
     assert any(line.startswith("| erm | histo | 1.000 [") and "(n=2)" in line for line in lines)
     assert load_benchmark("real_cpu_cv")._seed_ensemble(tmp_path, [0], ["erm"]) == []
+
+
+def _write_with_patients(path: Path, rows: list[tuple[str, int, str, str, str]]) -> Path:
+    """(unit, label, histo probability, mammography patients, H&E patients) rows."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_FIELDS)
+        for unit, label, histo, mammo_patients, histo_patients in rows:
+            writer.writerow([unit, "fold-1", label, "", histo, "", mammo_patients,
+                             histo_patients])
+    return path
+
+
+def test_key_pairs_a_joint_runs_pseudo_pairs_with_units_of_one_modality(tmp_path, capsys):
+    joint = _write_with_patients(tmp_path / "joint.csv", [
+        ("pseudo-0001", 2, "0.9", "m1", "h1"), ("pseudo-0002", 0, "0.2", "m2", "h2"),
+        ("m3", 2, "", "m3", ""), ("pseudo-0003", 2, "0.4", "m4", "h3")])
+    alone = _write_with_patients(tmp_path / "alone.csv", [
+        ("h3", 2, "0.8", "", "h3"), ("h1", 2, "0.7", "", "h1"), ("h2", 0, "0.6", "", "h2")])
+    compare_cv = _compare_cv()
+    rows = compare_cv.read_predictions(joint, "histo_patients")
+    assert list(rows) == ["h1", "h2", "h3"]  # the unit without H&E has no H&E patient
+    assert rows["h1"]["unit_id"] == "pseudo-0001"
+    keyed = compare_cv.read_ensemble(str(alone), "histo_patients")
+    line = compare_cv.compare(rows, keyed, PREDICTION_COLUMNS["histo"], list(rows))
+    # Both rank both malignant units above the benign one: AUC 1 each, no difference.
+    assert line.startswith("1.000") and "+0.000" in line and "(n=3)" in line
+
+
+def test_a_key_naming_two_units_is_refused(tmp_path):
+    path = _write_with_patients(tmp_path / "twice.csv", [
+        ("pseudo-0001", 2, "0.9", "m1", "h1"), ("pseudo-0002", 0, "0.2", "m2", "h1")])
+    with pytest.raises(SystemExit, match="'h1' is in units pseudo-0001 and pseudo-0002"):
+        _compare_cv().read_predictions(path, "histo_patients")
+
+
+def test_files_without_patient_columns_name_what_is_missing(tmp_path):
+    path = _write(tmp_path / "old.csv", [_row("u1", 1, "0.2", "", "0.3")])
+    with pytest.raises(SystemExit, match="histo_patients"):
+        _compare_cv().read_predictions(path, "histo_patients")

@@ -89,6 +89,13 @@ def test_cv_pools_out_of_fold_predictions(tiny_manifest, tiny_config, tmp_path) 
     units = {r.pair_id or r.patient_id for r in manifest}
     assert len(predicted) == len({row["unit_id"] for row in predicted}) == len(units)
     assert {row["fold"] for row in predicted} == {"fold-1", "fold-2"}
+    for modality in ("mammo", "histo"):  # each unit's patients, as compare_cv --key reads
+        patients = {row["unit_id"]: ";".join(sorted(
+            {r.patient_id for r in manifest if r.modality == modality
+             and (r.pair_id or r.patient_id) == row["unit_id"]})) for row in predicted}
+        assert {row["unit_id"]: row[f"{modality}_patients"] for row in predicted} == patients
+    assert any(row["histo_patients"] for row in predicted)
+    assert any(not row["histo_patients"] for row in predicted)
     pooled = {(r["algorithm"], r["modality"]): r for r in rows if r["scope"] == "pooled"
               and r["task"] == "malignancy" and r["domain"] == "all" and r["metric"] == "auc"}
     assert pooled[("erm", "fused")]["n"] == len(units)
