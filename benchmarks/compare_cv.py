@@ -118,6 +118,8 @@ def compare(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]], column: 
     """One table line: AUCs of A and B on ``units`` scored by both, B - A, p."""
     # Labelled units that both runs scored, as radpath's AUCs read them.
     scored = [u for u in units if a[u][column] and b[u][column] and int(a[u]["label"]) >= 0]
+    if not scored:
+        return "no labelled unit scored by both"
     positive = TASKS[task](np.array([int(a[u]["label"]) for u in scored])).astype(int)
     if len(set(positive)) < 2:
         return f"{len(scored)} units, one class only: no AUC"

@@ -107,6 +107,8 @@ def test_key_pairs_a_joint_runs_pseudo_pairs_with_units_of_one_modality(tmp_path
     line = compare_cv.compare(rows, keyed, PREDICTION_COLUMNS["histo"], list(rows))
     # Both rank both malignant units above the benign one: AUC 1 each, no difference.
     assert line.startswith("1.000") and "+0.000" in line and "(n=3)" in line
+    assert compare_cv.compare(rows, keyed, PREDICTION_COLUMNS["mammo"], list(rows)) == (
+        "no labelled unit scored by both")
 
 
 def test_a_key_naming_two_units_is_refused(tmp_path):
