@@ -19,6 +19,18 @@ MixMode = Literal["random", "crossdomain"]
 MIX_MODES: tuple[str, ...] = ("random", "crossdomain")
 
 
+def check_mixing(p: float, alpha: float, **choice: tuple[str, tuple[str, ...]]) -> None:
+    """Refuse a mixing probability outside [0, 1], a Beta alpha that is not positive, or a
+    named choice (``mix=(value, allowed)``) that is not one of those allowed."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    for name, (value, allowed) in choice.items():
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
 def cross_domain_partners(domains: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """For each sample, a random partner index from another known domain.
 
@@ -60,12 +72,7 @@ class TokenMixStyle(nn.Module):
     def __init__(self, p: float = 0.5, alpha: float = 0.1, mix: MixMode = "random",
                  seed: int | None = None, skip_tokens: int = 1, eps: float = 1e-6) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
-        if mix not in MIX_MODES:
-            raise ValueError(f"mix must be one of {MIX_MODES}, got {mix!r}")
+        check_mixing(p, alpha, mix=(mix, MIX_MODES))
         if skip_tokens < 0:
             raise ValueError(f"skip_tokens must be non-negative, got {skip_tokens}")
         self.p, self.alpha, self.mix = p, alpha, mix

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from radpath.augment.mixstyle import check_mixing
+
 TileMixMode = Literal["mixup", "cutmix"]
 TILE_MIX_MODES: tuple[str, ...] = ("mixup", "cutmix")
 TILE_MIX_STREAM = 7113
@@ -41,12 +43,7 @@ class TileMix(nn.Module):
     def __init__(self, p: float = 1.0, alpha: float = 0.4, mode: TileMixMode = "mixup",
                  seed: int = 0) -> None:
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be in [0, 1], got {p}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
-        if mode not in TILE_MIX_MODES:
-            raise ValueError(f"mode must be one of {TILE_MIX_MODES}, got {mode!r}")
+        check_mixing(p, alpha, mode=(mode, TILE_MIX_MODES))
         self.p, self.alpha, self.mode = p, alpha, mode
         self.last_partner: Tensor | None = None
         self.last_lam: Tensor | None = None
