@@ -76,7 +76,8 @@ class AlgorithmConfig(_Strict):
             malignancy, and the malignancy probability stays the sigmoid of the score.
         tile_mix: mixup or CutMix of H&E tiles across units; the H&E, tile and fused
             malignancy terms (and IRM's and Group DRO's H&E terms) then take the mixed
-            target of each unit's tiles.
+            target of each unit's tiles, while the contrastive term (``paper``) still
+            masks by the units' own labels.
     """
 
     name: str = "erm"
