@@ -57,14 +57,14 @@ def read_predictions(path: Path, key: str = "unit_id") -> dict[str, dict[str, st
         raise SystemExit(f"{path}: expected a predictions.csv (CV or radpath evaluate) with "
                          f"columns {sorted(missing)}; found {found} (files written before "
                          "the patient columns pair by unit_id only)")
-    keyed = [row for row in rows if row[key]]
-    seen: dict[str, str] = {}
-    for row in keyed:
-        if row[key] in seen:
-            raise SystemExit(f"{path}: {key} {row[key]!r} is in units {seen[row[key]]} and "
-                             f"{row['unit_id']}: pair by a key that names one unit")
-        seen[row[key]] = row["unit_id"]
-    return {row[key]: row for row in keyed}
+    keyed: dict[str, dict[str, str]] = {}
+    for row in (row for row in rows if row[key]):
+        if row[key] in keyed:
+            raise SystemExit(f"{path}: {key} {row[key]!r} is in units "
+                             f"{keyed[row[key]]['unit_id']} and {row['unit_id']}: pair by a "
+                             "key that names one unit")
+        keyed[row[key]] = row
+    return keyed
 
 
 def read_ensemble(paths: str, key: str = "unit_id") -> dict[str, dict[str, str]]:

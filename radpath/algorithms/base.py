@@ -101,9 +101,10 @@ class Algorithm(nn.Module):
         """Malignancy per modality and fused, grading, and localisation."""
         weights = self.config.weights
         known = batch["label"] >= 0
-        target, histo_target = batch["malignant"].float(), malignancy_target(batch, "histo")
+        histo_target = malignancy_target(batch, "histo")
         terms = {
-            "mammo_bce": (weights.mammo, masked_bce(out["mammo_logit"], target,
+            "mammo_bce": (weights.mammo, masked_bce(out["mammo_logit"],
+                                                    malignancy_target(batch, "mammo"),
                                                     known & batch["has_mammo"])),
             "histo_bce": (weights.histo, masked_bce(out["histo_logit"], histo_target,
                                                     known & batch["has_histo"])),
