@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.augment.mixstyle import TokenMixStyle
 from radpath.augment.tilemix import TileMix
-from radpath.engine.batch import LABEL_CODES
+from radpath.engine.batch import LABEL_CODES, MALIGNANT
 from radpath.models.crossmodal import CrossModalModel
 from radpath.objectives.ordinal import ordinal_loss, ordinal_probabilities
 from radpath.registry import Registry
@@ -120,6 +120,11 @@ class Algorithm(nn.Module):
             tile_target = histo_target[:, None].expand_as(out["histo_tile_logit"])
             terms["histo_tile_bce"] = (weights.histo_tiles, masked_bce(
                 out["histo_tile_logit"], tile_target, tiles))
+        if weights.mammo_views > 0 and "mammo_view_label" in batch:
+            view_label = batch["mammo_view_label"]
+            views = batch["mammo_mask"].bool() & (view_label >= 0) & batch["has_mammo"][:, None]
+            terms["mammo_view_bce"] = (weights.mammo_views, masked_bce(
+                out["mammo_view_logit"], (view_label == MALIGNANT).float(), views))
         if "grade_logits" in out:
             classes = out["grade_logits"].shape[1] + 1
             terms["grade"] = (weights.grade, ordinal_loss(out["grade_logits"], batch["grade"],

@@ -18,6 +18,12 @@ class LossWeights(_Strict):
     against its unit's label. H&E images of these cohorts are regions of interest whose
     tiles mostly share the image's diagnosis, so each tile is a (noisy) labelled example:
     many more than one per bag, which a small cohort needs.
+
+    ``mammo_views`` weighs a film-level loss: every mammogram view whose own label is known
+    (batch key ``mammo_view_label``), through the mammography head, against that label.
+    A patient's label says only that *some* film is malignant; where the manifest labels
+    each film (MIAS, CBIS-DDSM), the film that holds the finding is known and the other is
+    a labelled negative.
     """
 
     mammo: float = Field(1.0, ge=0)
@@ -27,6 +33,7 @@ class LossWeights(_Strict):
     localisation: float = Field(0.5, ge=0)
     contrastive: float = Field(0.5, ge=0)
     histo_tiles: float = Field(0.0, ge=0)
+    mammo_views: float = Field(0.0, ge=0)
 
 
 class IrmSettings(_Strict):

@@ -26,6 +26,8 @@ lesion_map         (B, V, gh, gw) float    1 on patch-grid cells inside a lesion
 lesion_known       (B, V) bool             the view has lesion annotations (its map is truth)
 mammo_side         (B, V) long             laterality of each view: 0 left, 1 right, -1 unknown
                                            or absent (used by ``model.bilateral``)
+mammo_view_label   (B, V) long             each view's own label (codes of ``label``), -1 when
+                                           unknown or absent (``weights.mammo_views``)
 mammo_rows         (M,) long               flat positions ``unit * V + view`` of the M views
                                            that exist in units that have mammograms
 histo_rows         (N,) long               the same for the N tiles, ``unit * T + tile``
@@ -48,6 +50,6 @@ MALIGNANT = LABEL_CODES["malignant"]
 TENSOR_KEYS = (
     "mammo", "mammo_mask", "histo", "histo_mask", "has_mammo", "has_histo", "label",
     "malignant", "grade", "mammo_domain", "histo_domain", "pairing", "lesion_map",
-    "lesion_known", "mammo_side", "mammo_rows", "histo_rows",
+    "lesion_known", "mammo_side", "mammo_view_label", "mammo_rows", "histo_rows",
 )
 SIDE_CODES = {"L": 0, "R": 1}

@@ -315,12 +315,14 @@ class PatientBagDataset(Dataset):
         rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
         mammo, maps, known = self._mammo(unit, rng if augment else None)
         side = [SIDE_CODES.get(str(r.laterality).upper(), -1) for r in unit.mammo]
+        view_label = [LABEL_CODES.get(r.label, -1) for r in unit.mammo]
         histo = self._histo(unit, rng, augment)
         code = LABEL_CODES[unit.label]
         return {
             "unit_id": unit.unit_id,
             "mammo": mammo, "lesion_map": maps, "lesion_known": known, "histo": histo,
             "mammo_side": torch.tensor(side, dtype=torch.long),
+            "mammo_view_label": torch.tensor(view_label, dtype=torch.long),
             "has_mammo": torch.tensor(len(mammo) > 0), "has_histo": torch.tensor(len(histo) > 0),
             "label": torch.tensor(code, dtype=torch.long),
             "malignant": torch.tensor(float(code == MALIGNANT)),
@@ -426,6 +428,8 @@ def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["lesion_known"], _ = _pad([i["lesion_known"] for i in items], views)
     side, side_mask = _pad([i["mammo_side"] for i in items], views)
     batch["mammo_side"] = side.masked_fill(~side_mask, -1)
+    view_label, _ = _pad([i["mammo_view_label"] for i in items], views)
+    batch["mammo_view_label"] = view_label.masked_fill(~side_mask, -1)
     for key in ("has_mammo", "has_histo", "label", "malignant", "grade", "mammo_domain",
                 "histo_domain", "pairing"):
         batch[key] = torch.stack([item[key] for item in items])

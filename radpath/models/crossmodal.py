@@ -67,6 +67,14 @@ class ModelConfig(pydantic.BaseModel):
             tile classifier scores an image (every tile counts alike, so a few tiles the
             attention favours cannot decide it). The pooled feature still feeds the fused
             head and the contrastive projection either way.
+        mammo_score: how a unit's mammography malignancy logit is made: ``"attention"``
+            puts the gated-attention pooled feature (plus the asymmetry feature) through the
+            mammography head; ``"view_max"`` takes the highest of its views' logits, each
+            view's feature (the mean of its windows' features, or its CLS feature without
+            windows) through the same head, as a radiologist reports the most suspicious
+            film. The view logits (``mammo_view_logit``) are made either way, for the
+            film-level term ``algorithm.weights.mammo_views``; the pooled feature still
+            feeds the fused head and the contrastive projection.
         fused_modality_dropout: in training, the share of units holding both modalities
             whose fused feature (and grade) is made from one of them, drawn with equal odds
             (modality dropout, Neverova et al. 2015). The fused head then learns from
@@ -87,6 +95,7 @@ class ModelConfig(pydantic.BaseModel):
     bilateral: bool = False
     mammo_window: int = pydantic.Field(0, ge=0)
     histo_score: Literal["attention", "tile_mean"] = "attention"
+    mammo_score: Literal["attention", "view_max"] = "attention"
     fused_modality_dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
 
     @pydantic.field_validator("num_grades")
@@ -165,7 +174,9 @@ class CrossModalModel(nn.Module):
             ``{m}_proj`` (B, projection_dim), ``mammo_attention`` (B, V),
             ``histo_attention`` (B, T), ``histo_tile_logit`` (B, T) (each tile through the
             histology head, 0 where missing); ``grade_logits`` (B, K-1) with grading;
-            ``token_scores`` (B, V, gh, gw) and ``view_logit`` (B, V) with localisation.
+            ``token_scores`` (B, V, gh, gw) and ``view_logit`` (B, V) with localisation;
+            ``mammo_view_logit`` (B, V) (each view through the mammography head, 0 where
+            missing).
             ``m`` is ``mammo`` or ``histo``.
         """
         out: dict[str, Tensor] = {}
@@ -180,8 +191,9 @@ class CrossModalModel(nn.Module):
                 instances, mask = self._bag_instances(selected[modality], encoded.get(modality))
                 localised = None
             feat, attention = self.pools[modality](instances, mask)
-            if modality == "mammo" and self.asymmetry is not None:
+            if modality == "mammo":
                 view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
+            if modality == "mammo" and self.asymmetry is not None:
                 feat = feat + self._asymmetry(views, view_mask, batch.get("mammo_side"))
             if modality == "mammo" and self.config.mammo_window:
                 window_attention = attention.reshape(*views.shape[:2], -1)
@@ -191,6 +203,13 @@ class CrossModalModel(nn.Module):
             out[f"{modality}_attention"] = attention
             out[f"{modality}_logit"] = self.heads[modality](feat)
             out[f"{modality}_proj"] = self.projections[modality](feat)
+            if modality == "mammo":
+                # Each view scored by the unit's own head: film-level supervision and scoring.
+                view_logit = self.heads["mammo"](views).masked_fill(~view_mask, 0.0)
+                out["mammo_view_logit"] = view_logit
+                if self.config.mammo_score == "view_max":
+                    out["mammo_logit"] = _max_view_logit(view_logit, view_mask,
+                                                         out["mammo_logit"])
             if modality == "histo":
                 # Each tile scored by the bag's own head: instance supervision for training.
                 tile_logit = self.heads["histo"](instances).masked_fill(~mask, 0.0)
@@ -447,6 +466,12 @@ def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tens
     the valid tiles."""
     count = mask.sum(dim=1)
     return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)
+
+
+def _max_view_logit(view_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
+    """Highest logit over each unit's valid views ``(B,)``; ``fallback`` for units without."""
+    highest = view_logit.masked_fill(~mask, torch.finfo(view_logit.dtype).min).amax(dim=1)
+    return torch.where(mask.any(dim=1), highest, fallback)
 
 
 def valid_rows(batch: Mapping[str, Tensor], modality: str) -> Tensor:

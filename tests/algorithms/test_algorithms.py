@@ -232,6 +232,27 @@ def test_tile_loss_is_the_bce_of_every_valid_tile_against_its_unit_label() -> No
     assert "histo_tile_bce" not in tiny_algorithm("erm").supervised_terms(out, batch)
 
 
+def test_view_loss_is_the_bce_of_every_labelled_view_against_its_own_label() -> None:
+    from radpath.algorithms.config import LossWeights
+
+    algorithm = tiny_algorithm("erm", weights=LossWeights(mammo_views=0.5))
+    batch = random_batch()
+    # Unit 0: one view, malignant; unit 2: no mammograms (its labels must not count);
+    # unit 3: a malignant film beside a film of unknown label.
+    batch["mammo_view_label"] = torch.tensor([[2, -1], [0, 1], [2, 2], [-1, 2]])
+    out = algorithm(batch)
+    weight, value = algorithm.supervised_terms(out, batch)["mammo_view_bce"]
+    logits = out["mammo_view_logit"]
+    expected = F.binary_cross_entropy_with_logits(
+        torch.stack([logits[0, 0], logits[1, 0], logits[1, 1], logits[3, 1]]),
+        torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    assert weight == 0.5
+    torch.testing.assert_close(value, expected)
+    assert "mammo_view_bce" not in tiny_algorithm("erm").supervised_terms(out, batch)
+    unlabelled = {k: v for k, v in batch.items() if k != "mammo_view_label"}
+    assert "mammo_view_bce" not in algorithm.supervised_terms(out, unlabelled)
+
+
 def test_ordinal_mammography_target_asks_the_same_score_for_a_finding_at_a_lower_cut() -> None:
     algorithm = tiny_algorithm("erm", mammo_target="ordinal")
     batch = random_batch()

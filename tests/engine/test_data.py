@@ -83,7 +83,7 @@ def test_collate_matches_batch_contract(manifest: Manifest, config: DataConfig) 
         "label": ((b,), torch.long), "malignant": ((b,), torch.float32),
         "grade": ((b,), torch.long), "mammo_domain": ((b,), torch.long),
         "histo_domain": ((b,), torch.long), "pairing": ((b,), torch.long),
-        "mammo_side": ((b, 2), torch.long),
+        "mammo_side": ((b, 2), torch.long), "mammo_view_label": ((b, 2), torch.long),
     }
     for key, (shape, dtype) in expected.items():
         assert tuple(batch[key].shape) == shape, key
@@ -92,6 +92,10 @@ def test_collate_matches_batch_contract(manifest: Manifest, config: DataConfig) 
     sides = [[{"L": 0, "R": 1}.get(r.laterality, -1) for r in u.mammo] for u in dataset.units]
     assert batch["mammo_side"].tolist() == [s + [-1] * (2 - len(s)) for s in sides]
     assert (batch["mammo_side"] >= 0).any()
+    codes = {"normal": 0, "benign": 1, "malignant": 2}
+    films = [[codes.get(r.label, -1) for r in u.mammo] for u in dataset.units]
+    assert batch["mammo_view_label"].tolist() == [f + [-1] * (2 - len(f)) for f in films]
+    assert any(len(set(f)) > 1 for f in films)  # a finding beside a normal film
     assert torch.equal(batch["malignant"], (batch["label"] == 2).float())
 
 

@@ -45,6 +45,7 @@ def random_batch(units: int = 4, views: int = 2, tiles: int = 3, size: int = 32,
         "lesion_map": (torch.rand(units, views, grid, grid, generator=gen) > 0.8).float(),
         "lesion_known": mammo_mask.clone(),
         "mammo_side": torch.where(mammo_mask, torch.arange(views) % 2, -1),
+        "mammo_view_label": torch.where(mammo_mask, label[:, None] - torch.arange(views) % 2, -1),
     }
 
 

@@ -26,6 +26,7 @@ def test_output_shapes_on_a_mixed_batch() -> None:
         "mammo_proj": (B, 16), "histo_proj": (B, 16),
         "mammo_attention": (B, V), "histo_attention": (B, T), "histo_tile_logit": (B, T),
         "grade_logits": (B, 2), "token_scores": (B, V, 4, 4), "view_logit": (B, V),
+        "mammo_view_logit": (B, V),
     }
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
     assert all(torch.isfinite(v).all() for v in out.values())
@@ -38,6 +39,7 @@ def test_missing_modalities_and_views_are_zero_and_fused_stays_finite() -> None:
     assert torch.all(out["histo_feat"][1] == 0) and torch.all(out["histo_attention"][1] == 0)
     assert torch.all(out["mammo_feat"][2] == 0) and torch.all(out["mammo_attention"][2] == 0)
     assert torch.all(out["token_scores"][0, 1] == 0) and out["view_logit"][0, 1] == 0
+    assert out["mammo_view_logit"][0, 1] == 0 and torch.all(out["mammo_view_logit"][2] == 0)
     torch.testing.assert_close(out["fused_feat"][1], out["mammo_feat"][1])
     torch.testing.assert_close(out["fused_feat"][2], out["histo_feat"][2])
     torch.testing.assert_close(out["fused_feat"][3],
@@ -146,8 +148,33 @@ def test_tile_mean_score_is_the_mean_of_the_valid_tiles_logits() -> None:
     assert not torch.allclose(pooled["histo_logit"][[0, 3]], out["histo_logit"][[0, 3]])
 
 
+def test_view_max_score_is_the_highest_valid_view_logit() -> None:
+    batch = random_batch()  # unit 0 has view 0 only, unit 2 no mammograms
+    torch.manual_seed(0)
+    config = ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32),
+                         mammo_score="view_max")
+    model = CrossModalModel(config).eval()
+    out = model(batch)
+    with torch.no_grad():
+        cls, _ = model.encode_images(batch["mammo"][3], "mammo")
+        alone = model.heads["mammo"](cls)
+    torch.testing.assert_close(out["mammo_view_logit"][3], alone)
+    views = out["mammo_view_logit"]
+    torch.testing.assert_close(out["mammo_logit"][0], views[0, 0])
+    torch.testing.assert_close(out["mammo_logit"][3], views[3].max())
+    # A unit without mammograms keeps the head's answer to its (zero) pooled feature.
+    torch.testing.assert_close(out["mammo_logit"][2],
+                               model.heads["mammo"](out["mammo_feat"][2:3])[0])
+    attention = CrossModalModel(config.model_copy(update={"mammo_score": "attention"}))
+    attention.load_state_dict(model.state_dict())
+    pooled = attention.eval()(batch)
+    torch.testing.assert_close(pooled["mammo_view_logit"], views)
+    torch.testing.assert_close(pooled["mammo_logit"], model.heads["mammo"](out["mammo_feat"]))
+    assert not torch.allclose(pooled["mammo_logit"][[0, 3]], out["mammo_logit"][[0, 3]])
+
+
 @pytest.mark.parametrize("bad", [{"num_grades": 1}, {"projection_dim": 0}, {"heads": 2},
-                                 {"histo_score": "max"}])
+                                 {"histo_score": "max"}, {"mammo_score": "mean"}])
 def test_model_config_rejects_invalid_values(bad: dict) -> None:
     with pytest.raises(pydantic.ValidationError):
         ModelConfig(**bad)

@@ -99,3 +99,15 @@ def test_view_tokens_are_the_window_tokens_in_place() -> None:
     grid = tokens.reshape(2, 8, 8, -1)
     torch.testing.assert_close(grid[1, 4:, 4:].reshape(16, -1), alone[0])
     assert torch.all(grid[:, :, :4] == 0)  # the background column of windows
+
+
+def test_a_windowed_view_is_scored_by_the_mean_of_its_breast_windows() -> None:
+    model = _windowed()
+    batch = _half_background(random_batch(size=64))
+    out = model(batch)
+    windows, keep, _ = model.mammo_windows(batch["mammo"][3, 1][None])
+    assert keep.tolist() == [False, True, False, True]
+    with torch.no_grad():
+        cls, _ = model.encode_images(windows[keep], "mammo")
+        alone = model.heads["mammo"](cls.mean(dim=0, keepdim=True))[0]
+    torch.testing.assert_close(out["mammo_view_logit"][3, 1], alone)
