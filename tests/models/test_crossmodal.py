@@ -127,12 +127,21 @@ def test_optional_heads_can_be_switched_off() -> None:
     assert not {"grade_logits", "token_scores", "view_logit"} & set(out)
 
 
-def test_tile_mean_score_is_the_mean_of_the_valid_tiles_logits() -> None:
-    batch = random_batch()  # unit 0 has tiles 0-1, unit 1 none, unit 2 tiles 0 and 2
+def _scored_and_pooled(option: str, value: str) -> tuple[CrossModalModel, CrossModalModel]:
+    """A model scoring units with ``option=value`` and one with the same weights scoring
+    them through the attention-pooled feature, both in eval mode."""
     torch.manual_seed(0)
     config = ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32),
-                         histo_score="tile_mean")
-    model = CrossModalModel(config).eval()
+                         **{option: value})
+    scored = CrossModalModel(config).eval()
+    pooled = CrossModalModel(config.model_copy(update={option: "attention"}))
+    pooled.load_state_dict(scored.state_dict())
+    return scored, pooled.eval()
+
+
+def test_tile_mean_score_is_the_mean_of_the_valid_tiles_logits() -> None:
+    batch = random_batch()  # unit 0 has tiles 0-1, unit 1 none, unit 2 tiles 0 and 2
+    model, attention = _scored_and_pooled("histo_score", "tile_mean")
     out = model(batch)
     tiles = out["histo_tile_logit"]
     torch.testing.assert_close(out["histo_logit"][0], tiles[0, :2].mean())
@@ -141,19 +150,14 @@ def test_tile_mean_score_is_the_mean_of_the_valid_tiles_logits() -> None:
     # A unit without tiles keeps the head's answer to its (zero) pooled feature.
     torch.testing.assert_close(out["histo_logit"][1],
                                model.heads["histo"](out["histo_feat"][1:2])[0])
-    attention = CrossModalModel(config.model_copy(update={"histo_score": "attention"}))
-    attention.load_state_dict(model.state_dict())
-    pooled = attention.eval()(batch)
+    pooled = attention(batch)
     torch.testing.assert_close(pooled["histo_tile_logit"], tiles)
     assert not torch.allclose(pooled["histo_logit"][[0, 3]], out["histo_logit"][[0, 3]])
 
 
 def test_view_max_score_is_the_highest_valid_view_logit() -> None:
     batch = random_batch()  # unit 0 has view 0 only, unit 2 no mammograms
-    torch.manual_seed(0)
-    config = ModelConfig(backbone=BackboneConfig(img_size=32, histo_img_size=32),
-                         mammo_score="view_max")
-    model = CrossModalModel(config).eval()
+    model, attention = _scored_and_pooled("mammo_score", "view_max")
     out = model(batch)
     with torch.no_grad():
         cls, _ = model.encode_images(batch["mammo"][3], "mammo")
@@ -165,9 +169,7 @@ def test_view_max_score_is_the_highest_valid_view_logit() -> None:
     # A unit without mammograms keeps the head's answer to its (zero) pooled feature.
     torch.testing.assert_close(out["mammo_logit"][2],
                                model.heads["mammo"](out["mammo_feat"][2:3])[0])
-    attention = CrossModalModel(config.model_copy(update={"mammo_score": "attention"}))
-    attention.load_state_dict(model.state_dict())
-    pooled = attention.eval()(batch)
+    pooled = attention(batch)
     torch.testing.assert_close(pooled["mammo_view_logit"], views)
     torch.testing.assert_close(pooled["mammo_logit"], model.heads["mammo"](out["mammo_feat"]))
     assert not torch.allclose(pooled["mammo_logit"][[0, 3]], out["mammo_logit"][[0, 3]])
