@@ -193,8 +193,8 @@ class CrossModalModel(nn.Module):
             feat, attention = self.pools[modality](instances, mask)
             if modality == "mammo":
                 view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
-            if modality == "mammo" and self.asymmetry is not None:
-                feat = feat + self._asymmetry(views, view_mask, batch.get("mammo_side"))
+                if self.asymmetry is not None:
+                    feat = feat + self._asymmetry(views, view_mask, batch.get("mammo_side"))
             if modality == "mammo" and self.config.mammo_window:
                 window_attention = attention.reshape(*views.shape[:2], -1)
                 out["mammo_window_attention"] = window_attention
@@ -204,12 +204,7 @@ class CrossModalModel(nn.Module):
             out[f"{modality}_logit"] = self.heads[modality](feat)
             out[f"{modality}_proj"] = self.projections[modality](feat)
             if modality == "mammo":
-                # Each view scored by the unit's own head: film-level supervision and scoring.
-                view_logit = self.heads["mammo"](views).masked_fill(~view_mask, 0.0)
-                out["mammo_view_logit"] = view_logit
-                if self.config.mammo_score == "view_max":
-                    out["mammo_logit"] = _max_view_logit(view_logit, view_mask,
-                                                         out["mammo_logit"])
+                out.update(self._view_scores(views, view_mask, out["mammo_logit"]))
             if modality == "histo":
                 # Each tile scored by the bag's own head: instance supervision for training.
                 tile_logit = self.heads["histo"](instances).masked_fill(~mask, 0.0)
@@ -411,6 +406,19 @@ class CrossModalModel(nn.Module):
                                    layout)
         return scores.flatten(1), encoded.flatten(1)
 
+    def _view_scores(self, views: Tensor, mask: Tensor, pooled_logit: Tensor
+                     ) -> dict[str, Tensor]:
+        """``mammo_view_logit`` (B, V): each view's feature through the unit's own head
+        (film-level supervision), 0 where missing; with ``mammo_score: view_max`` also the
+        unit's ``mammo_logit`` as its highest valid view logit (``pooled_logit`` without)."""
+        view_logit = self.heads["mammo"](views).masked_fill(~mask, 0.0)
+        scores = {"mammo_view_logit": view_logit}
+        if self.config.mammo_score == "view_max":
+            highest = view_logit.masked_fill(~mask, torch.finfo(view_logit.dtype).min)
+            scores["mammo_logit"] = torch.where(mask.any(dim=1), highest.amax(dim=1),
+                                                pooled_logit)
+        return scores
+
     def _leave_one_out(self, present: Tensor) -> Tensor:
         """``present`` (B, M) with one modality, drawn with equal odds, left out of a
         ``fused_modality_dropout`` share of the units that have every modality."""
@@ -466,12 +474,6 @@ def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tens
     the valid tiles."""
     count = mask.sum(dim=1)
     return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)
-
-
-def _max_view_logit(view_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
-    """Highest logit over each unit's valid views ``(B,)``; ``fallback`` for units without."""
-    highest = view_logit.masked_fill(~mask, torch.finfo(view_logit.dtype).min).amax(dim=1)
-    return torch.where(mask.any(dim=1), highest, fallback)
 
 
 def valid_rows(batch: Mapping[str, Tensor], modality: str) -> Tensor:
