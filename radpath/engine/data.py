@@ -315,7 +315,7 @@ class PatientBagDataset(Dataset):
         rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
         mammo, maps, known = self._mammo(unit, rng if augment else None)
         side = [SIDE_CODES.get(str(r.laterality).upper(), -1) for r in unit.mammo]
-        view_label = [LABEL_CODES.get(r.label, -1) for r in unit.mammo]
+        view_label = [LABEL_CODES[r.label] for r in unit.mammo]
         histo = self._histo(unit, rng, augment)
         code = LABEL_CODES[unit.label]
         return {
@@ -386,9 +386,12 @@ def tile_tensor(tiles: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
 
 
-def _pad(tensors: Sequence[torch.Tensor], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (n_i, ...) tensors into (B, length, ...) with zeros, and the (B, length) mask."""
-    out = torch.zeros(len(tensors), length, *tensors[0].shape[1:], dtype=tensors[0].dtype)
+def _pad(tensors: Sequence[torch.Tensor], length: int, fill: float = 0
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (n_i, ...) tensors into (B, length, ...) padded with ``fill``, and the
+    (B, length) mask."""
+    out = torch.full((len(tensors), length, *tensors[0].shape[1:]), fill,
+                     dtype=tensors[0].dtype)
     mask = torch.zeros(len(tensors), length, dtype=torch.bool)
     for b, tensor in enumerate(tensors):
         out[b, : len(tensor)] = tensor
@@ -426,10 +429,8 @@ def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["histo"], batch["histo_mask"] = _pad([i["histo"] for i in items], tiles)
     batch["lesion_map"], _ = _pad([i["lesion_map"] for i in items], views)
     batch["lesion_known"], _ = _pad([i["lesion_known"] for i in items], views)
-    side, side_mask = _pad([i["mammo_side"] for i in items], views)
-    batch["mammo_side"] = side.masked_fill(~side_mask, -1)
-    view_label, _ = _pad([i["mammo_view_label"] for i in items], views)
-    batch["mammo_view_label"] = view_label.masked_fill(~side_mask, -1)
+    for key in ("mammo_side", "mammo_view_label"):  # -1: no view there
+        batch[key], _ = _pad([i[key] for i in items], views, fill=-1)
     for key in ("has_mammo", "has_histo", "label", "malignant", "grade", "mammo_domain",
                 "histo_domain", "pairing"):
         batch[key] = torch.stack([item[key] for item in items])

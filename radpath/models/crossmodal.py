@@ -195,10 +195,10 @@ class CrossModalModel(nn.Module):
                 view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
                 if self.asymmetry is not None:
                     feat = feat + self._asymmetry(views, view_mask, batch.get("mammo_side"))
-            if modality == "mammo" and self.config.mammo_window:
-                window_attention = attention.reshape(*views.shape[:2], -1)
-                out["mammo_window_attention"] = window_attention
-                attention = window_attention.sum(dim=-1)
+                if self.config.mammo_window:
+                    window_attention = attention.reshape(*views.shape[:2], -1)
+                    out["mammo_window_attention"] = window_attention
+                    attention = window_attention.sum(dim=-1)
             out[f"{modality}_feat"] = feat
             out[f"{modality}_attention"] = attention
             out[f"{modality}_logit"] = self.heads[modality](feat)
