@@ -21,7 +21,7 @@ import pydantic
 import torch
 from torch import Tensor, nn
 
-from radpath.models.backbone import MODALITIES, NUM_PREFIX_TOKENS, BackboneConfig, SharedBackbone
+from radpath.models.backbone import MODALITIES, NUM_PREFIX_TOKENS, BackboneConfig, build_backbone
 from radpath.models.heads import BinaryHead, LocalisationHead, OrdinalHead
 from radpath.models.mil import GatedAttentionPool
 
@@ -137,7 +137,7 @@ class CrossModalModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = SharedBackbone(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         dim = self.backbone.embed_dim
         self.pools = nn.ModuleDict(
             {m: GatedAttentionPool(dim, config.mil_hidden) for m in MODALITIES})
