@@ -73,14 +73,18 @@ def test_the_model_runs_mil_and_heads_on_cnn_windows() -> None:
     torch.manual_seed(0)
     model = CrossModalModel(ModelConfig(backbone=BackboneConfig(
         name="efficientnet_lite0", shared=False, img_size=64), mammo_window=64,
-        histo_score="tile_mean", mammo_score="view_max"))
+        histo_score="tile_mean", mammo_score="window_max")).eval()
     batch = {"mammo": torch.randn(2, 2, 1, 128, 128), "mammo_mask": torch.ones(2, 2),
              "has_mammo": torch.ones(2), "histo": torch.randn(2, 3, 3, 64, 64),
              "histo_mask": torch.tensor([[1, 1, 0], [1, 0, 0]]), "has_histo": torch.ones(2)}
     out = model(batch)
     assert out["token_scores"].shape == (2, 2, 4, 4)  # 2x2 windows of 2x2 tokens a view
-    assert out["mammo_logit"].shape == out["histo_logit"].shape == (2,)
-    assert torch.isfinite(out["fused_logit"]).all()
+    assert out["histo_logit"].shape == (2,) and torch.isfinite(out["fused_logit"]).all()
+    # window_max: the film is as suspicious as its most suspicious window.
+    windows, keep, _ = model.mammo_windows(batch["mammo"].reshape(4, 1, 128, 128))
+    assert keep.all()
+    window_logit = model.heads["mammo"](model.encode_images(windows, "mammo")[0])
+    torch.testing.assert_close(out["mammo_logit"], window_logit.reshape(2, 8).amax(dim=1))
 
 
 def test_layer_decay_scales_each_stage_and_spares_the_adapters() -> None:
