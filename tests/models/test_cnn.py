@@ -119,3 +119,12 @@ def test_vit_layer_ids_count_blocks_after_the_embedding() -> None:
 def test_cnn_config_refuses_vit_only_settings(bad: dict) -> None:
     with pytest.raises(pydantic.ValidationError, match="is a CNN"):
         BackboneConfig(name="efficientnet_lite0", **bad)
+
+
+def test_attention_maps_are_refused_for_a_cnn_with_the_kinds_that_work() -> None:
+    from radpath.explain.maps import compute_maps
+
+    model = CrossModalModel(ModelConfig(backbone=BackboneConfig(name="efficientnet_lite0")))
+    batch = {"mammo": torch.zeros(1, 1, 1, 64, 64), "mammo_mask": torch.ones(1, 1)}
+    with pytest.raises(ValueError, match="need a ViT backbone.*use localisation or mil"):
+        compute_maps(model, batch, ["rollout"], out={})
