@@ -126,5 +126,5 @@ def test_attention_maps_are_refused_for_a_cnn_with_the_kinds_that_work() -> None
 
     model = CrossModalModel(ModelConfig(backbone=BackboneConfig(name="efficientnet_lite0")))
     batch = {"mammo": torch.zeros(1, 1, 1, 64, 64), "mammo_mask": torch.ones(1, 1)}
-    with pytest.raises(ValueError, match="need a ViT backbone.*use localisation or mil"):
+    with pytest.raises(ValueError, match=r"need a ViT backbone.*use localisation or mil"):
         compute_maps(model, batch, ["rollout"], out={})
