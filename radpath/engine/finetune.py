@@ -4,7 +4,10 @@ learning-rate decay (``optim.freeze_pretrained_epochs``, ``optim.layer_decay``).
 During the warm-up only what is new learns (adapters, MIL pooling, heads, a ViT behind a
 CNN stem): the randomly initialised heads' first, large gradients would otherwise run back
 into the pretrained weights and wreck them (Kumar et al. 2022, "Fine-tuning can distort
-pretrained features"). Afterwards every layer trains, the deeper the faster: layer ``l`` of
+pretrained features"). Afterwards every layer trains (but the ``optim.frozen_layers``
+first, the generic edges and textures small data should not move; also what makes a CPU
+step cheap, since no gradient then runs back through the high-resolution stages), the
+deeper the faster: layer ``l`` of
 ``L`` at ``decay ** (L - l)`` times the rate (BEiT, Bao et al. 2022; timm's
 ``param_groups_layer_decay``), since early layers hold the generic features.
 """
@@ -22,6 +25,13 @@ def pretrained_parameters(backbone: nn.Module) -> list[nn.Parameter]:
         return []
     loaded = set(report.loaded)
     return [p for name, p in backbone.named_parameters() if name in loaded]
+
+
+def early_layers(backbone: nn.Module, below: int) -> list[nn.Parameter]:
+    """The backbone's layered parameters whose ``layer_id`` is below ``below`` (the stem
+    and first stages: ``optim.frozen_layers``)."""
+    return [p for name, p in backbone.named_parameters()
+            if (layer := backbone.layer_id(name)) is not None and layer < below]
 
 
 def set_frozen(parameters: list[nn.Parameter], frozen: bool) -> None:

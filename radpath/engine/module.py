@@ -13,7 +13,13 @@ from torch import Tensor
 
 from radpath.algorithms.base import Algorithm
 from radpath.engine.config import OptimConfig
-from radpath.engine.finetune import layer_scales, pretrained_parameters, scale_by_layer, set_frozen
+from radpath.engine.finetune import (
+    early_layers,
+    layer_scales,
+    pretrained_parameters,
+    scale_by_layer,
+    set_frozen,
+)
 from radpath.errors import RadpathError
 from radpath.evaluation.metrics import auc_with_ci
 
@@ -45,9 +51,12 @@ class RadpathModule(L.LightningModule):
             self.algorithm.mixstyle.reseed(epoch_seed)
         if self.algorithm.tile_mix is not None:
             self.algorithm.tile_mix.reseed(epoch_seed)
+        backbone = self.algorithm.model.backbone
         if self.optim.freeze_pretrained_epochs:
-            set_frozen(pretrained_parameters(self.algorithm.model.backbone),
+            set_frozen(pretrained_parameters(backbone),
                        self.current_epoch < self.optim.freeze_pretrained_epochs)
+        if self.optim.frozen_layers:
+            set_frozen(early_layers(backbone, self.optim.frozen_layers), True)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         schedule = getattr(self.algorithm, "irm_schedule", None)

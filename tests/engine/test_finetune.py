@@ -40,10 +40,15 @@ def test_frozen_warm_up_keeps_the_pretrained_trunk_and_run_json_names_it(
     assert loaded["file"] == str(lite0_file) and len(loaded["sha256"]) == 64
     assert loaded["loaded"] == 2 * 294 and loaded["unexpected"] == ["classifier.weight",
                                                                     "classifier.bias"]
-    unfrozen = train(tiny_config(*settings[:-1], "optim.layer_decay=0.5"), [tiny_manifest],
+    unfrozen = train(tiny_config(*settings[:-1], "optim.layer_decay=0.5",
+                                 "optim.frozen_layers=2"), [tiny_manifest],
                      tmp_path / "unfrozen", workers=1)
     moved = _trunk_weights(unfrozen.last_checkpoint)
     assert not torch.equal(moved[key], source["blocks.2.0.conv_pw.weight"])
+    # frozen_layers=2: the stem (layer 0) and stage 0 (layer 1) never move.
+    for name in ("conv_stem.weight", "blocks.0.0.conv_dw.weight"):
+        torch.testing.assert_close(
+            moved[f"algorithm.model.backbone.trunks.histo.{name}"], source[name])
 
 
 def test_settings_that_cannot_apply_are_refused(tiny_config):
