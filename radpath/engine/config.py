@@ -55,8 +55,9 @@ class OptimConfig(_Strict):
         "tensors (model.backbone.pretrained) stay frozen and only the new layers learn "
         "(radpath.engine.finetune)")
     frozen_layers: int = Field(
-        0, ge=0, description="the backbone's first layers (layer id below this: the stem 0, "
-        "each CNN stage or ViT block one more) stay frozen throughout")
+        0, ge=0, description="the backbone's first pretrained layers (layer id below this: "
+        "the stem or patch embedding 0, each CNN stage or ViT block one more) stay frozen "
+        "throughout")
     layer_decay: float = Field(
         1.0, gt=0, le=1, description="layer-wise learning-rate decay of the backbone: layer "
         "l of L at layer_decay ** (L - l) times its rate; 1 switches it off")

@@ -28,10 +28,13 @@ def pretrained_parameters(backbone: nn.Module) -> list[nn.Parameter]:
 
 
 def early_layers(backbone: nn.Module, below: int) -> list[nn.Parameter]:
-    """The backbone's layered parameters whose ``layer_id`` is below ``below`` (the stem
-    and first stages: ``optim.frozen_layers``)."""
+    """The backbone's pretrained parameters whose ``layer_id`` is below ``below`` (the stem
+    and first stages: ``optim.frozen_layers``); a new layer among them, such as a hybrid's
+    projection behind its CNN stem, still learns."""
+    pretrained = {id(p) for p in pretrained_parameters(backbone)}
     return [p for name, p in backbone.named_parameters()
-            if (layer := backbone.layer_id(name)) is not None and layer < below]
+            if id(p) in pretrained and (layer := backbone.layer_id(name)) is not None
+            and layer < below]
 
 
 def set_frozen(parameters: list[nn.Parameter], frozen: bool) -> None:
