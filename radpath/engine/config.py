@@ -181,9 +181,10 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _pretrained_fits(self) -> TrainConfig:
         backbone = self.model.backbone
-        if self.optim.freeze_pretrained_epochs and not backbone.pretrained:
-            raise ValueError("optim.freeze_pretrained_epochs needs model.backbone.pretrained "
-                             "(there is nothing pretrained to freeze)")
+        for key in ("freeze_pretrained_epochs", "frozen_layers"):
+            if getattr(self.optim, key) and not backbone.pretrained:
+                raise ValueError(f"optim.{key} needs model.backbone.pretrained (there is "
+                                 "nothing pretrained to freeze)")
         if self.pretrain.epochs and (backbone.is_cnn or backbone.stem == "cnn"):
             raise ValueError("pretrain.epochs (masked image modelling) needs a ViT with "
                              "patch-local stem: convolutions let a masked patch be read off "

@@ -54,6 +54,8 @@ def test_frozen_warm_up_keeps_the_pretrained_trunk_and_run_json_names_it(
 def test_settings_that_cannot_apply_are_refused(tiny_config):
     with pytest.raises(ConfigError, match=r"freeze_pretrained_epochs needs model\.backbone"):
         tiny_config("optim.freeze_pretrained_epochs=2")
+    with pytest.raises(ConfigError, match=r"frozen_layers needs model\.backbone"):
+        tiny_config("optim.frozen_layers=2")
     with pytest.raises(ConfigError, match="masked image modelling"):
         tiny_config(*CNN, "pretrain.epochs=1")
     with pytest.raises(ConfigError, match="layer_decay"):
