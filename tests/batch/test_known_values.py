@@ -9,7 +9,7 @@ import torch
 
 from radpath.adapt.base import InterventionConfig
 from radpath.adapt.interventions import intervene_histo, intervene_mammo
-from radpath.engine.data import (
+from radpath.batch.tensors import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MAMMO_MEAN,
