@@ -21,7 +21,7 @@ from radpath.engine.finetune import (
     set_frozen,
 )
 from radpath.errors import RadpathError
-from radpath.evaluation.metrics import auc_with_ci
+from radpath.stats.metrics import auc_with_ci
 
 PREDICTED = ("mammo", "histo", "fused")
 

@@ -26,6 +26,7 @@ import torch
 from timm.layers import HybridEmbed, freeze_batch_norm_2d
 from torch import Tensor, nn
 
+from radpath.batch.tensors import IMAGENET_MEAN, IMAGENET_STD, MAMMO_MEAN, MAMMO_STD
 from radpath.errors import RadpathError
 from radpath.models.adapters import bottleneck_adapters
 from radpath.models.pretrained import PretrainedReport, load_pretrained, strip_prefix
@@ -33,11 +34,10 @@ from radpath.models.pretrained import PretrainedReport, load_pretrained, strip_p
 if TYPE_CHECKING:
     from radpath.models.backbone import BackboneConfig
 
-# The normalisation the data pipeline applies (radpath.engine.data: MAMMO_MEAN/STD on the
-# [0, 1] film, ImageNet's mean/std on H&E tiles), undone here before the pretrained
-# network's own; tests/models/test_cnn.py checks the two agree.
-PIPELINE_NORM = {"mammo": ((0.5,), (0.25,)),
-                 "histo": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+# The normalisation the batch contract applies (MAMMO_MEAN/STD on the [0, 1] film,
+# ImageNet's mean/std on H&E tiles), undone here before the pretrained network's own.
+PIPELINE_NORM = {"mammo": ((MAMMO_MEAN,), (MAMMO_STD,)),
+                 "histo": (tuple(map(float, IMAGENET_MEAN)), tuple(map(float, IMAGENET_STD)))}
 CNN_OWN_PREFIXES = ("trunks.", "adapters.")
 
 

@@ -6,7 +6,6 @@ import pydantic
 import pytest
 import torch
 
-from radpath.engine import data as engine_data
 from radpath.engine.finetune import layer_scales, scale_by_layer
 from radpath.models.backbone import BackboneConfig, build_backbone
 from radpath.models.cnn import PIPELINE_NORM, CnnBackbone, PretrainedInput
@@ -16,12 +15,6 @@ from radpath.models.crossmodal import CrossModalModel, ModelConfig
 def _cnn(**overrides: object) -> CnnBackbone:
     torch.manual_seed(0)
     return build_backbone(BackboneConfig(name="efficientnet_lite0", **overrides))
-
-
-def test_pipeline_norm_is_the_data_pipelines() -> None:
-    assert PIPELINE_NORM["mammo"] == ((engine_data.MAMMO_MEAN,), (engine_data.MAMMO_STD,))
-    assert PIPELINE_NORM["histo"][0] == pytest.approx(tuple(engine_data.IMAGENET_MEAN))
-    assert PIPELINE_NORM["histo"][1] == pytest.approx(tuple(engine_data.IMAGENET_STD))
 
 
 def test_inputs_reach_the_pretrained_range_with_grey_as_three_channels() -> None:
