@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from radpath.atomic import atomic_path
-from radpath.evaluation.delong import delong_test
+from radpath.stats.delong import delong_test
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_cv import OUTPUTS, auc_of, read_ensemble
