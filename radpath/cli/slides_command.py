@@ -1,0 +1,63 @@
+"""Slide commands: ``radpath ingest wsi`` (through ``ingest``) and ``radpath tiles``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def ingest_wsi(path: Path, out: Path, *, mpp: float | None, domain: str | None,
+               workers: int | None) -> None:
+    """``radpath ingest wsi DIR --out slides.csv``: one row per slide, bad slides skipped."""
+    from radpath.slides.catalog import ingest_slides
+
+    rows, skipped = ingest_slides(path, out, mpp=mpp, domain=domain, workers=workers)
+    console.print(f"wrote {out}: {len(rows)} slide(s), {len(skipped)} skipped "
+                  f"(see {out.with_name('skipped.csv')})")
+    for row in rows:
+        info = row.info
+        console.print(f"  {row.record.image_id}: {info.width}x{info.height} px, {info.levels} "
+                      f"levels, {info.mpp:g} µm/px ({info.mpp_source}), {info.backend}",
+                      highlight=False)
+    for item in skipped[:10]:
+        console.print(f"  skipped {item.path}: {item.reason}", highlight=False)
+
+
+def tiles(
+    slides: Annotated[Path, typer.Argument(help="slides.csv from 'radpath ingest wsi'.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for coords/<image_id>.h5.")],
+    mpp: Annotated[float, typer.Option(help="Target microns per pixel of a patch.")] = 0.5,
+    size: Annotated[int, typer.Option(help="Patch side in target pixels.")] = 256,
+    min_tissue: Annotated[float, typer.Option(help="Tissue fraction a patch needs.")] = 0.25,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    rank: Annotated[int | None, typer.Option(help="This rank (default: from the launcher's "
+                                                  "environment).")] = None,
+    world_size: Annotated[int | None, typer.Option(help="Number of ranks.")] = None,
+) -> None:
+    """Detect tissue and write each slide's patch grid in CLAM's coords layout."""
+    from radpath.slides.grid import GridConfig
+    from radpath.slides.shard import current_rank
+    from radpath.slides.tiling import tile_slides
+
+    env_rank, env_world = current_rank()
+    rank = env_rank if rank is None else rank
+    world_size = env_world if world_size is None else world_size
+    config = GridConfig(mpp=mpp, size=size, min_tissue=min_tissue)
+    done, skipped = tile_slides(slides, out, config, workers=workers, rank=rank,
+                                world_size=world_size)
+    patches = sum(d.patches for d in done)
+    console.print(f"{len(done)} slide(s) tiled into {patches} patches of {size} px at {mpp} "
+                  f"µm/px under {out}; {len(skipped)} skipped")
+    for item in skipped[:10]:
+        console.print(f"  skipped {item.path}: {item.reason}", highlight=False)
+    if skipped and not done:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tiles)
