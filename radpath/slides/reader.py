@@ -25,6 +25,8 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 BACKENDS = ("openslide", "wsidicom")
 # Magnification by microns per pixel when a slide states only one of them (Aperio's scale).
 _MPP_AT_40X = 0.25
+# A thumbnail is read in bands of about this many level pixels (12 MB of RGBA).
+_THUMBNAIL_BAND_PIXELS = 3_000_000
 
 
 class _Backend(Protocol):
@@ -219,21 +221,34 @@ class Slide:
     def thumbnail(self, max_side: int = 1024) -> tuple[np.ndarray, float]:
         """A thumbnail no larger than ``max_side``, and its downsample from level 0.
 
-        Read from the coarsest level at least ``max_side`` on its longer side, then shrunk,
-        so a gigapixel slide costs a few megapixels here.
+        Read from the coarsest level at least ``max_side`` on its longer side, in bands of
+        rows shrunk one at a time, so memory stays near the thumbnail's own size even when
+        the nearest level is large.
         """
         import cv2
 
         width, height = self.dimensions
-        target = max(width, height) / max_side
-        level = self.best_level_for_downsample(max(target, 1.0))
+        level = self.best_level_for_downsample(max(max(width, height) / max_side, 1.0))
         lw, lh = self.level_dimensions[level]
-        image = self.read_region(0, 0, level, lw, lh)
         scale = min(1.0, max_side / max(lw, lh))
-        if scale < 1.0:
-            size = (max(1, round(lw * scale)), max(1, round(lh * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        return image, width / image.shape[1]
+        out_w, out_h = max(1, round(lw * scale)), max(1, round(lh * scale))
+        band = max(1, _THUMBNAIL_BAND_PIXELS // lw)
+        parts, done = [], 0
+        for top in range(0, lh, band):
+            rows = min(band, lh - top)
+            target = round((top + rows) * out_h / lh) - done
+            if target <= 0:
+                continue
+            region = self._read_level_rows(level, top, lw, rows)
+            parts.append(cv2.resize(region, (out_w, target), interpolation=cv2.INTER_AREA)
+                         if scale < 1.0 else region)
+            done += target
+        return np.concatenate(parts, axis=0), width / out_w
+
+    def _read_level_rows(self, level: int, top: int, width: int, rows: int) -> np.ndarray:
+        """Rows ``top:top+rows`` of ``level``, whole width (level-0 origin as readers want)."""
+        y0 = round(top * self.level_downsamples[level])
+        return self.read_region(0, y0, level, width, rows)
 
     def close(self) -> None:
         self._reader.close()

@@ -14,7 +14,8 @@ import numpy as np
 
 from radpath.atomic import atomic_path
 
-TileFn = Callable[[int, int, int, int], np.ndarray]  # (level, x, y, tile) -> RGB tile
+# (level, x, y, tile) -> RGB tile, or None for a tile left out of the file (sparse)
+TileFn = Callable[[int, int, int, int], np.ndarray | None]
 
 
 def _pyramid(level0: np.ndarray, min_side: int) -> list[np.ndarray]:
@@ -41,7 +42,8 @@ def write_procedural_tiff(path: str | Path, *, width: int, height: int, mpp: flo
     """A slide of any size drawn tile by tile by ``draw``; memory stays one tile.
 
     Args:
-        draw: returns the RGB tile of ``level`` whose top-left is ``(x, y)`` in that level.
+        draw: returns the RGB tile of ``level`` whose top-left is ``(x, y)`` in that level,
+            or None to leave the tile out (zero bytes: readers show it as empty glass).
         downsamples: the pyramid's integer downsamples, starting at 1.
     """
     shapes = [(height // d, width // d) for d in downsamples]
@@ -55,11 +57,18 @@ def _crop(image: np.ndarray, x: int, y: int, tile: int) -> np.ndarray:
     return out
 
 
-def _tiles(shape: tuple[int, int], tile: int, level: int, draw: TileFn) -> Iterator[np.ndarray]:
+def _tiles(shape: tuple[int, int], tile: int, level: int, draw: TileFn
+           ) -> Iterator[np.ndarray | None]:
     height, width = shape
+    first = True
     for y in range(0, height, tile):
         for x in range(0, width, tile):
-            yield draw(level, x, y, tile)
+            chunk = draw(level, x, y, tile)
+            if first and chunk is None:
+                # tifffile reads the dtype off the first tile: write that one as glass.
+                chunk = np.full((tile, tile, 3), 255, np.uint8)
+            first = False
+            yield chunk
 
 
 def _write(path: str | Path, shapes: list[tuple[int, int]], mpp: float, tile: int,

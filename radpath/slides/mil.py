@@ -1,0 +1,138 @@
+"""Slide-level learning on cached features: gated-attention MIL with three heads.
+
+The bag of a patient's patch features is pooled by radpath's :class:`GatedAttentionPool`
+into a malignancy logit (:class:`BinaryHead`) and ordinal grade logits
+(:class:`OrdinalHead`, the pN stage for CAMELYON17); a patch-level localisation head scores
+each patch for tumour, supervised by the lesion outlines where a slide has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pydantic
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from radpath.models.heads import BinaryHead, OrdinalHead
+from radpath.models.mil import GatedAttentionPool
+from radpath.objectives.ordinal import ordinal_loss
+from radpath.slides.bags import SlideBag
+
+
+class SlideMILConfig(pydantic.BaseModel):
+    """Slide MIL settings (a method's settings beside it)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    hidden: int = pydantic.Field(64, gt=0)
+    num_grades: int = pydantic.Field(5, ge=0)  # 0: no grading head
+    epochs: int = pydantic.Field(30, gt=0)
+    lr: float = pydantic.Field(1e-3, gt=0)
+    weight_decay: float = pydantic.Field(1e-4, ge=0)
+    localisation_weight: float = pydantic.Field(1.0, ge=0)
+    grade_weight: float = pydantic.Field(1.0, ge=0)
+    seed: int = 0
+
+
+class SlideMIL(nn.Module):
+    """Gated-attention MIL over patch features with malignancy, grade and patch heads."""
+
+    def __init__(self, dim: int, config: SlideMILConfig | None = None) -> None:
+        super().__init__()
+        config = config or SlideMILConfig()
+        self.project = nn.Sequential(nn.Linear(dim, config.hidden), nn.GELU())
+        self.pool = GatedAttentionPool(config.hidden, config.hidden)
+        self.malignancy = BinaryHead(config.hidden)
+        self.grade = OrdinalHead(config.hidden, config.num_grades) if config.num_grades > 1 \
+            else None
+        self.patch = nn.Linear(config.hidden, 1)
+
+    def forward(self, features: Tensor) -> dict[str, Tensor]:
+        """``features`` ``(B, K, D)`` -> logits and the attention ``(B, K)``."""
+        tokens = self.project(features)
+        pooled, attention = self.pool(tokens)
+        out = {"malignancy": self.malignancy(pooled).reshape(-1), "attention": attention,
+               "patch": self.patch(tokens).squeeze(-1)}
+        if self.grade is not None:
+            out["grade"] = self.grade(pooled)
+        return out
+
+
+def bag_loss(model: SlideMIL, bag: SlideBag, config: SlideMILConfig) -> Tensor:
+    out = model(bag.features[None])
+    target = torch.tensor([bag.malignant])
+    loss = F.binary_cross_entropy_with_logits(out["malignancy"], target)
+    known = bag.patch_tumour >= 0
+    if config.localisation_weight and bool(known.any()):
+        loss = loss + config.localisation_weight * F.binary_cross_entropy_with_logits(
+            out["patch"][0][known], bag.patch_tumour[known])
+    if "grade" in out and bag.grade >= 0 and config.grade_weight:
+        loss = loss + config.grade_weight * ordinal_loss(
+            out["grade"], torch.tensor([bag.grade]), model.grade.num_classes)
+    return loss
+
+
+def fit_slide_mil(bags: Sequence[SlideBag], config: SlideMILConfig | None = None) -> SlideMIL:
+    """Train on ``bags``, one bag a step, in a seeded order (same seed, same model on CPU)."""
+    config = config or SlideMILConfig()
+    torch.manual_seed(config.seed)
+    model = SlideMIL(bags[0].features.shape[1], config)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    model.train()
+    for _ in range(config.epochs):
+        for index in rng.permutation(len(bags)):
+            optimiser.zero_grad()
+            bag_loss(model, bags[index], config).backward()
+            optimiser.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_bags(model: SlideMIL, bags: Sequence[SlideBag]) -> list[dict[str, np.ndarray]]:
+    """Per bag: malignancy probability, attention and patch tumour probabilities."""
+    model.eval()
+    results = []
+    for bag in bags:
+        out = model(bag.features[None])
+        item = {"malignancy": torch.sigmoid(out["malignancy"])[0].numpy(),
+                "attention": out["attention"][0].numpy(),
+                "patch": torch.sigmoid(out["patch"][0]).numpy()}
+        if "grade" in out:
+            item["grade"] = (torch.sigmoid(out["grade"][0]) > 0.5).sum().numpy()
+        results.append(item)
+    return results
+
+
+def lesion_hit_rate(polygons_by_slide: dict[str, list], bags: Sequence[SlideBag],
+                    patch_scores: Sequence[np.ndarray], size0: int, *, threshold: float = 0.5
+                    ) -> dict[str, float]:
+    """Lesion-level localisation, one point of CAMELYON16's FROC.
+
+    A lesion is hit when a patch whose centre lies inside its outline scores at least
+    ``threshold``; a false positive is a patch at or above it whose centre lies in no
+    lesion. Returns hits, lesions, the hit rate and false positives per slide.
+    """
+    from matplotlib.path import Path as Outline
+
+    hits = lesions_seen = false_positives = slides = 0
+    for bag, scores in zip(bags, patch_scores, strict=True):
+        centres = bag.coords.numpy() + size0 / 2
+        for slide, image_id in enumerate(bag.image_ids):
+            on_slide = (bag.slide_index == slide).numpy()
+            lesions = [p for p in polygons_by_slide.get(image_id, []) if not p.is_exclusion]
+            inside = np.zeros(len(centres), bool)
+            for lesion in lesions:
+                covered = Outline(lesion.points).contains_points(centres) & on_slide
+                inside |= covered
+                hits += bool((scores[covered] >= threshold).any())
+            lesions_seen += len(lesions)
+            false_positives += int(((scores >= threshold) & on_slide & ~inside).sum())
+            slides += 1
+    return {"hits": hits, "lesions": lesions_seen,
+            "hit_rate": hits / lesions_seen if lesions_seen else float("nan"),
+            "false_positives_per_slide": false_positives / max(slides, 1)}
