@@ -28,6 +28,18 @@ def ingest_wsi(path: Path, out: Path, *, mpp: float | None, domain: str | None,
         console.print(f"  skipped {item.path}: {item.reason}", highlight=False)
 
 
+def explain_slide_command(model: Path, slide: Path, coords: Path | None, out: Path,
+                          top_k: int) -> None:
+    """``radpath explain --run SLIDE_MODEL --slide S --coords C.h5 --out DIR``."""
+    from radpath.explain.slide import explain_slide
+
+    if coords is None:
+        raise typer.BadParameter("--slide needs --coords (from radpath tiles)",
+                                 param_hint="--coords")
+    written = explain_slide(slide, coords, model, out, image_id=coords.stem, top_k=top_k)
+    console.print("written: " + ", ".join(str(p) for p in written.values()), highlight=False)
+
+
 def tiles(
     slides: Annotated[Path, typer.Argument(help="slides.csv from 'radpath ingest wsi'.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for coords/<image_id>.h5.")],

@@ -18,6 +18,26 @@ from radpath.slides.patches import SlidePatchDataset
 from radpath.slides.shard import shard_indices
 
 
+class ColourStats(nn.Module):
+    """A weight-free encoder: each channel's mean and standard deviation (6 features).
+
+    A baseline featuriser that needs no download and cannot overfit: the floor any learnt
+    encoder must beat, and the encoder of the tests and the offline demo.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
+
+
+def build_encoder(spec: str, checkpoint: str | Path | None = None) -> nn.Module:
+    """``colour-stats``, or ``timm:<model name>`` with an optional local checkpoint."""
+    if spec == "colour-stats":
+        return ColourStats().eval()
+    if spec.startswith("timm:"):
+        return timm_encoder(spec[5:], checkpoint)
+    raise ValueError(f"unknown slide encoder {spec!r}; expected colour-stats or timm:<name>")
+
+
 def timm_encoder(name: str, checkpoint: str | Path | None = None) -> nn.Module:
     """A frozen timm model returning pooled features (no classifier).
 

@@ -9,6 +9,7 @@ each patch for tumour, supervised by the lesion outlines where a slide has them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pydantic
@@ -136,3 +137,41 @@ def lesion_hit_rate(polygons_by_slide: dict[str, list], bags: Sequence[SlideBag]
     return {"hits": hits, "lesions": lesions_seen,
             "hit_rate": hits / lesions_seen if lesions_seen else float("nan"),
             "false_positives_per_slide": false_positives / max(slides, 1)}
+
+
+def save_slide_model(model: SlideMIL, folder: str | Path, *, dim: int, config: SlideMILConfig,
+                     encoder: str, grid: dict) -> Path:
+    """``slide_model.safetensors`` and ``slide_model.json`` (settings, encoder, patch grid)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from radpath.atomic import atomic_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "slide_model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    meta = {"dim": dim, "config": config.model_dump(), "encoder": encoder, "grid": grid}
+    with atomic_path(folder / "slide_model.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_slide_model(folder: str | Path) -> tuple[SlideMIL, dict]:
+    """The model and its metadata saved by :func:`save_slide_model` (no pickle)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from radpath.errors import RadpathError
+
+    folder = Path(folder)
+    meta_path = folder / "slide_model.json"
+    if not meta_path.is_file():
+        raise RadpathError(f"{folder}: no slide_model.json (expected a folder written by "
+                           "save_slide_model)")
+    meta = json.loads(meta_path.read_text())
+    model = SlideMIL(int(meta["dim"]), SlideMILConfig(**meta["config"]))
+    model.load_state_dict(load_file(folder / "slide_model.safetensors"))
+    return model.eval(), meta

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from radpath.data.adapters import ADAPTERS, Skipped
 from radpath.data.adapters.camelyon16 import annotation_path
 from radpath.data.manifest import Record
 from radpath.slides.annotations import patch_tumour_fraction, read_asap_xml
 from radpath.slides.bags import build_bags
-from radpath.slides.features import cache_features, read_features
+from radpath.slides.features import ColourStats, cache_features, read_features
 from radpath.slides.grid import GridConfig, make_grid, write_coords
 from radpath.slides.mil import SlideMILConfig, fit_slide_mil, lesion_hit_rate, predict_bags
 from radpath.slides.reader import Slide
 from tests.slides import layouts
 
 GRID = GridConfig(mpp=1.0, size=32, min_tissue=0.5)
-
-
-class ColourStats(nn.Module):
-    """A frozen stand-in encoder for tests: per-channel mean and std of a patch."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], dim=1)
 
 
 def _scan(name, root):
