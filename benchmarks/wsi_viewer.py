@@ -74,7 +74,11 @@ def explain(scratch: Path, model: Path) -> tuple[Path, str]:
                 workers=1, progress=False)
     written = explain_slide(rows[0].record.path, scratch / "tiles" / f"{image_id}.h5", model,
                             scratch / "heatmaps" / image_id, image_id=image_id)
-    shutil.copy(written["figure"], DOCS / "slide-explain.png")
+    from PIL import Image
+
+    figure = Image.open(written["figure"])
+    figure.thumbnail((1400, 700))  # the docs copy: small enough to ship
+    figure.save(DOCS / "slide-explain.png", optimize=True)
     return scratch / "slides.csv", image_id
 
 
