@@ -71,5 +71,56 @@ def tiles(
         raise typer.Exit(1)
 
 
+def features(
+    slides: Annotated[Path, typer.Argument(help="slides.csv, or a CAMELYON manifest.")],
+    coords: Annotated[Path, typer.Option(help="Folder of coords/<image_id>.h5.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for features/<image_id>.h5.")],
+    encoder: Annotated[str, typer.Option(help="colour-stats, or timm:<model name>.")]
+    = "colour-stats",
+    checkpoint: Annotated[Path | None, typer.Option(help="Local weights of a timm encoder "
+                                                         "(safetensors or torch).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader workers per slide.")] = 0,
+) -> None:
+    """Encode every patch once with a frozen encoder; sharded by slide across DDP ranks."""
+    from radpath.slides.shard import current_rank
+    from radpath.slides.workflow import cache_manifest_features
+
+    rank, world_size = current_rank()
+    written = cache_manifest_features(slides, coords, out, encoder=encoder,
+                                      checkpoint=str(checkpoint) if checkpoint else None,
+                                      rank=rank, world_size=world_size,
+                                      batch_size=batch_size, workers=workers)
+    console.print(f"rank {rank}/{world_size}: {len(written)} slide feature file(s) in {out}")
+
+
+def train_slides(
+    manifest: Annotated[Path, typer.Argument(help="Slide manifest (split=test rows are "
+                                                  "held out and scored).")],
+    coords: Annotated[Path, typer.Option(help="Folder of coords/<image_id>.h5.")],
+    features_dir: Annotated[Path, typer.Option("--features", help="Folder of cached "
+                                               "features.")],
+    out: Annotated[Path, typer.Option("--out", help="Slide model folder to write.")],
+    encoder: Annotated[str, typer.Option(help="The encoder the features came from.")]
+    = "colour-stats",
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    grades: Annotated[int, typer.Option(help="Ordinal grades (5 for pN stage; 0: none).")]
+    = 5,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the slide MIL on patient bags of cached features; score the test patients."""
+    import json
+
+    from radpath.slides.mil import SlideMILConfig
+    from radpath.slides.workflow import train_slides as run
+
+    config = SlideMILConfig(epochs=epochs, lr=lr, num_grades=grades, seed=seed)
+    metrics = run(manifest, coords, features_dir, out, config, encoder=encoder)
+    console.print(json.dumps(metrics, indent=2), highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(tiles)
+    app.command()(features)
+    app.command("train-slides")(train_slides)

@@ -48,9 +48,9 @@ class SlideRow:
     info: SlideInfo
 
 
-def _describe(task: tuple[str, str, float | None, str, str]) -> SlideInfo | str:
+def _describe(task: tuple[str, float | None]) -> SlideInfo | str:
     """Open one slide and read its metadata; the reason as a string when it cannot be used."""
-    path, _image_id, mpp, _domain, _label = task
+    path, mpp = task
     try:
         with Slide(path, mpp=mpp) as slide:
             info = slide.info()
@@ -81,15 +81,16 @@ def ingest_slides(root: str | Path, out: str | Path, *, mpp: float | None = None
 
     root, out = Path(root), Path(out)
     paths = find_slides(root)
-    tasks = [(str(p.resolve()), slide_id(p, root), mpp, domain or "", label) for p in paths]
+    tasks = [(str(p.resolve()), mpp) for p in paths]
     results = parallel_map(_describe, tasks, workers=workers, description="reading slides",
                            progress=progress)
     rows, skipped = [], []
-    for task, result in zip(tasks, results, strict=True):
+    for path, (resolved, _), result in zip(paths, tasks, results, strict=True):
         if isinstance(result, str):
-            skipped.append(Skipped(task[0], result))
+            skipped.append(Skipped(resolved, result))
             continue
-        record = Record(image_id=task[1], patient_id=task[1], modality="histo", path=task[0],
+        image_id = slide_id(path, root)
+        record = Record(image_id=image_id, patient_id=image_id, modality="histo", path=resolved,
                         label=label, domain=domain or result.vendor, source="wsi",
                         magnification=f"{result.magnification:g}" if result.magnification
                         else "")

@@ -169,6 +169,7 @@ class StoredCoords:
     patch_size: int
     target_size: int
     mpp: float
+    level0_size: int
 
 
 def read_coords(path: str | Path) -> StoredCoords:
@@ -189,4 +190,7 @@ def read_coords(path: str | Path) -> StoredCoords:
         size = int(data.attrs["patch_size"])
         target = int(data.attrs.get("target_size", size))
         mpp = float(data.attrs.get("mpp", math.nan))
-        return StoredCoords(coords, int(data.attrs["patch_level"]), size, target, mpp)
+        # CLAM records the level's downsample; ours also the level-0 side itself.
+        size0 = int(data.attrs.get("level0_size",
+                                   round(size * float(data.attrs.get("downsample", 1.0)))))
+        return StoredCoords(coords, int(data.attrs["patch_level"]), size, target, mpp, size0)

@@ -11,6 +11,7 @@ or from any file in it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,10 +271,18 @@ def _open(path: Path, backend: str | None) -> tuple[str, _Backend]:
         except ImportError as exc:
             reasons.append(f"{name} is not installed ({exc.name})")
         except Exception as exc:  # each reader raises its own types; name them all
-            reasons.append(f"{name}: {type(exc).__name__}: {exc}")
+            reasons.append(f"{name}: {type(exc).__name__}: {_scrub_uids(str(exc))}")
     expected = "a DICOM WSI series" if is_dicom else "a slide in " + ", ".join(SLIDE_SUFFIXES)
     raise ImageReadError(path, f"cannot be read as a whole-slide image (expected {expected}); "
                          + "; ".join(reasons))
+
+
+_UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
+
+
+def _scrub_uids(text: str) -> str:
+    """A reader's message without DICOM UIDs (study, series, instance: identifiers)."""
+    return _UID.sub("<uid>", text)
 
 
 def _make_backend(name: str, path: Path) -> _Backend:

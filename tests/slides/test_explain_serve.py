@@ -9,45 +9,54 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radpath.data.adapters import ADAPTERS
-from radpath.data.manifest import Record
 from radpath.slides.catalog import ingest_slides
-from radpath.slides.mil import SlideMILConfig, fit_slide_mil, save_slide_model
 from tests.slides import layouts
-from tests.slides.test_camelyon import GRID, _featurise
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A slide MIL trained on the synthetic CAMELYON16 layout's training slides."""
-    from radpath.slides.bags import build_bags
-
-    tmp = tmp_path_factory.mktemp("explain")
-    root = layouts.camelyon16(tmp / "c16")
-    records = [r for r in ADAPTERS.get("camelyon16")(root).scan() if isinstance(r, Record)]
-    dims, xmls = _featurise(records, tmp)
-    bags = build_bags(records, tmp / "features", patch_size0=32, dimensions=dims,
-                      annotations=xmls)
-    config = SlideMILConfig(num_grades=0, epochs=40, lr=3e-3)
-    model = fit_slide_mil([b for b in bags if "test" not in b.patient_id], config)
-    save_slide_model(model, tmp / "model", dim=6, config=config, encoder="colour-stats",
-                     grid=GRID.model_dump())
-    return tmp, root
-
-
-def test_explain_slide_cli_writes_heatmaps_that_find_the_lesion(trained):
+def _cli(*args: str) -> str:
     from typer.testing import CliRunner
 
     from radpath.cli.main import _register_commands, app
 
-    tmp, root = trained
     _register_commands()
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The CLI chain on the synthetic CAMELYON16 layout: ingest, tiles, features, train."""
+    tmp = tmp_path_factory.mktemp("explain")
+    root = layouts.camelyon16(tmp / "c16")
+    manifest = tmp / "c16.csv"
+    _cli("ingest", "camelyon16", str(root), "--out", str(manifest), "--workers", "1")
+    _cli("tiles", str(manifest), "--mpp", "1", "--size", "32", "--min-tissue", "0.5",
+         "--out", str(tmp / "coords"), "--workers", "1")
+    _cli("features", str(manifest), "--coords", str(tmp / "coords"), "--out",
+         str(tmp / "features"), "--batch-size", "16")
+    _cli("train-slides", str(manifest), "--coords", str(tmp / "coords"), "--features",
+         str(tmp / "features"), "--out", str(tmp / "model"), "--epochs", "40", "--lr", "3e-3",
+         "--grades", "0")
+    return tmp, root
+
+
+def test_train_slides_scores_the_held_out_patients(trained):
+    tmp, _ = trained
+    metrics = json.loads((tmp / "model" / "metrics.json").read_text())
+    assert (metrics["train_patients"], metrics["test_patients"]) == (4, 2)
+    assert metrics["malignancy_auc"]["n"] == 2  # one normal, one tumour test slide
+    hit = metrics["lesion_hit_rate"]
+    assert (hit["value"], hit["n"]) == (1.0, 1) and hit["ci_low"] < 0.5  # Wilson, one lesion
+
+
+def test_explain_slide_cli_writes_heatmaps_that_find_the_lesion(trained):
+    tmp, root = trained
     slide = root / "testing" / "images" / "test_002.tif"
     coords = tmp / "coords" / "camelyon16-test_002.h5"
     out = tmp / "heatmaps" / "camelyon16-test_002"
-    result = CliRunner().invoke(app, ["explain", "--run", str(tmp / "model"), "--slide",
-                                      str(slide), "--coords", str(coords), "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    _cli("explain", "--run", str(tmp / "model"), "--slide", str(slide), "--coords", str(coords),
+         "--out", str(out))
     summary = json.loads((out / "slide_explanation.json").read_text())
     assert summary["malignancy_probability"] > 0.5 and summary["encoder"] == "colour-stats"
     top = summary["top_patches"][0]
