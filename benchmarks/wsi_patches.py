@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from radpath.data.wsi import Slide
 from radpath.slides.grid import GridConfig, make_grid, write_coords
 from radpath.slides.patches import SlidePatchDataset
-from radpath.slides.reader import Slide
 from radpath.slides.synthetic import write_procedural_tiff
 
 ROOT = Path(__file__).resolve().parents[1]

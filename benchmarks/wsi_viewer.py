@@ -29,11 +29,11 @@ def train(scratch: Path) -> Path:
     from radpath.data.adapters import ADAPTERS
     from radpath.data.adapters.camelyon16 import annotation_path
     from radpath.data.manifest import Record
+    from radpath.data.wsi import Slide
+    from radpath.models.slide_mil import SlideMILConfig, fit_slide_mil, save_slide_model
     from radpath.slides.bags import build_bags
     from radpath.slides.features import ColourStats, cache_features
     from radpath.slides.grid import GridConfig, make_grid, write_coords
-    from radpath.slides.mil import SlideMILConfig, fit_slide_mil, save_slide_model
-    from radpath.slides.reader import Slide
     from radpath.slides.synthetic_layouts import camelyon16
 
     root = camelyon16(scratch / "camelyon16")

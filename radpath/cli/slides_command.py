@@ -83,8 +83,8 @@ def features(
     workers: Annotated[int, typer.Option(help="DataLoader workers per slide.")] = 0,
 ) -> None:
     """Encode every patch once with a frozen encoder; sharded by slide across DDP ranks."""
+    from radpath.evaluation.slides import cache_manifest_features
     from radpath.slides.shard import current_rank
-    from radpath.slides.workflow import cache_manifest_features
 
     rank, world_size = current_rank()
     written = cache_manifest_features(slides, coords, out, encoder=encoder,
@@ -112,8 +112,8 @@ def train_slides(
     """Train the slide MIL on patient bags of cached features; score the test patients."""
     import json
 
-    from radpath.slides.mil import SlideMILConfig
-    from radpath.slides.workflow import train_slides as run
+    from radpath.evaluation.slides import train_slides as run
+    from radpath.models.slide_mil import SlideMILConfig
 
     config = SlideMILConfig(epochs=epochs, lr=lr, num_grades=grades, seed=seed)
     metrics = run(manifest, coords, features_dir, out, config, encoder=encoder)

@@ -66,12 +66,12 @@ def explain_slide(slide_path: str | Path, coords_file: str | Path, model_dir: st
     """Score one slide with a saved slide MIL and write its heatmaps into ``out_dir``."""
     import torch
 
+    from radpath.data.wsi import Slide
+    from radpath.models.slide_mil import load_slide_model, predict_bags
     from radpath.slides.bags import SlideBag
     from radpath.slides.features import build_encoder, encode_slide
     from radpath.slides.grid import read_coords
-    from radpath.slides.mil import load_slide_model, predict_bags
     from radpath.slides.patches import SlidePatchDataset
-    from radpath.slides.reader import Slide
 
     model, meta = load_slide_model(model_dir)
     dataset = SlidePatchDataset(slide_path, coords_file)
@@ -93,7 +93,7 @@ def explain_slide(slide_path: str | Path, coords_file: str | Path, model_dir: st
 
 
 def _level_downsample(slide_path: str | Path, level: int) -> float:
-    from radpath.slides.reader import Slide
+    from radpath.data.wsi import Slide
 
     with Slide(slide_path) as slide:
         return slide.level_downsamples[level]

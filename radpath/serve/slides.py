@@ -67,7 +67,7 @@ class _Slides:
             if image_id not in self._zooms:
                 from openslide.deepzoom import DeepZoomGenerator
 
-                from radpath.slides.reader import Slide
+                from radpath.data.wsi import Slide
 
                 record, mpp = self.rows[image_id]
                 view = _DeepZoomView(Slide(record.path, mpp=mpp))

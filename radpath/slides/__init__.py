@@ -1,5 +1,6 @@
-"""Whole-slide images: reading, tissue detection, patch grids, slide bags and heatmaps.
+"""Whole slides above the reader (``radpath.data.wsi``): tissue detection, patch grids,
+catalogues, cached features, sharding and slide bags.
 
-Import the submodules (``radpath.slides.reader``, ``.grid``, ...): this package imports
-nothing heavy itself, so ``import radpath`` stays light.
+Import the submodules (``radpath.slides.grid``, ...): this package imports nothing heavy
+itself, so ``import radpath`` stays light.
 """

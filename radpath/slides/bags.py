@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radpath.data.asap import patch_tumour_fraction, read_asap_xml
 from radpath.data.manifest import Record
-from radpath.slides.annotations import patch_tumour_fraction, read_asap_xml
 from radpath.slides.features import read_features
 
 

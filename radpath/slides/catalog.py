@@ -16,9 +16,9 @@ from pathlib import Path
 from radpath.atomic import atomic_path
 from radpath.data.adapters import Skipped
 from radpath.data.manifest import COLUMNS, Record, read_manifest, record_to_row
+from radpath.data.wsi import DICOM_SUFFIXES, SLIDE_SUFFIXES, Slide, SlideInfo
 from radpath.errors import RadpathError
 from radpath.parallel import parallel_map
-from radpath.slides.reader import DICOM_SUFFIXES, SLIDE_SUFFIXES, Slide, SlideInfo
 
 SLIDE_COLUMNS = ("mpp", "mpp_source", "width", "height", "levels", "vendor", "backend")
 

@@ -15,8 +15,8 @@ import numpy as np
 import pydantic
 
 from radpath.atomic import atomic_path
+from radpath.data.wsi import Slide
 from radpath.errors import RadpathError
-from radpath.slides.reader import Slide
 from radpath.slides.tissue import TissueConfig, detect_tissue
 
 

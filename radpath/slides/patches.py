@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from radpath.data.wsi import Slide
 from radpath.slides.grid import read_coords, read_patch_at
-from radpath.slides.reader import Slide
 
 
 class SlidePatchDataset(Dataset):

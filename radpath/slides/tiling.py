@@ -8,11 +8,11 @@ from pathlib import Path
 
 from radpath.atomic import atomic_path
 from radpath.data.adapters import Skipped
+from radpath.data.wsi import Slide
 from radpath.errors import RadpathError
 from radpath.parallel import parallel_map
 from radpath.slides.catalog import read_slides
 from radpath.slides.grid import GridConfig, make_grid, write_coords
-from radpath.slides.reader import Slide
 from radpath.slides.shard import shard_indices
 
 

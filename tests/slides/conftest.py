@@ -22,7 +22,7 @@ def dicom_wsi() -> Path:
 @pytest.fixture(scope="session")
 def dicom_pixels(dicom_wsi) -> np.ndarray:
     """Level 0 of the real slide, whole: a 6.6-megapixel region, fine for a test only."""
-    from radpath.slides.reader import Slide
+    from radpath.data.wsi import Slide
 
     with Slide(dicom_wsi) as slide:
         width, height = slide.dimensions

@@ -7,13 +7,14 @@ import pytest
 
 from radpath.data.adapters import ADAPTERS, Skipped
 from radpath.data.adapters.camelyon16 import annotation_path
+from radpath.data.asap import patch_tumour_fraction, read_asap_xml
 from radpath.data.manifest import Record
-from radpath.slides.annotations import patch_tumour_fraction, read_asap_xml
+from radpath.data.wsi import Slide
+from radpath.models.slide_mil import SlideMILConfig, fit_slide_mil, predict_bags
 from radpath.slides.bags import build_bags
 from radpath.slides.features import ColourStats, cache_features, read_features
 from radpath.slides.grid import GridConfig, make_grid, write_coords
-from radpath.slides.mil import SlideMILConfig, fit_slide_mil, lesion_hit_rate, predict_bags
-from radpath.slides.reader import Slide
+from radpath.slides.localisation import lesion_hit_rate
 from tests.slides import layouts
 
 GRID = GridConfig(mpp=1.0, size=32, min_tissue=0.5)

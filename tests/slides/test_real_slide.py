@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 
+from radpath.data.wsi import Slide
 from radpath.slides.grid import GridConfig, make_grid, read_coords, read_patch, write_coords
-from radpath.slides.reader import Slide
 
 pytestmark = pytest.mark.realdata
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
+from radpath.data.wsi import Slide
 from radpath.slides.grid import GridConfig, make_grid, write_coords
-from radpath.slides.reader import Slide
 from tests.slides import layouts
 
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from radpath.data.wsi import Slide
 from radpath.errors import ImageReadError
 from radpath.slides.grid import GridConfig, make_grid, read_patch
-from radpath.slides.reader import Slide
 from radpath.slides.shard import shard_indices
 from radpath.slides.synthetic import write_pyramidal_tiff
 from radpath.slides.tissue import TissueConfig, detect_tissue

@@ -12,7 +12,7 @@ Both centres (Radboud UMC and UMC Utrecht) are mixed in the public release witho
 per-slide centre, so the domain is ``camelyon16`` unless ``--domain`` says otherwise. Each
 slide is its own patient. The lesion outlines go to the manifest as enclosing circles
 (``kind`` ``tumour``); the polygons themselves are read from the XML by
-``radpath.slides.annotations`` for localisation supervision and the lesion-level hit rate.
+``radpath.data.asap`` for localisation supervision and the lesion-level hit rate.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def lesion_circles(xml: Path | None) -> tuple[Lesion, ...]:
     """Each tumour outline of ``xml`` as its enclosing circle (centre of the bounding box)."""
     if xml is None:
         return ()
-    from radpath.slides.annotations import lesions, read_asap_xml
+    from radpath.data.asap import lesions, read_asap_xml
 
     circles = []
     for polygon in lesions(read_asap_xml(xml)):
@@ -54,7 +54,7 @@ def lesion_circles(xml: Path | None) -> tuple[Lesion, ...]:
 
 def slide_problem(path: Path) -> str:
     """Why a whole slide cannot be opened ("" when it can): metadata only, no pixels."""
-    from radpath.slides.reader import Slide
+    from radpath.data.wsi import Slide
 
     try:
         with Slide(path) as slide:

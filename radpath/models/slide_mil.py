@@ -1,5 +1,8 @@
 """Slide-level learning on cached features: gated-attention MIL with three heads.
 
+The bags come from :mod:`radpath.slides.bags`; the lesion hit rate that scores the patch
+head is :func:`radpath.slides.localisation.lesion_hit_rate`.
+
 The bag of a patient's patch features is pooled by radpath's :class:`GatedAttentionPool`
 into a malignancy logit (:class:`BinaryHead`) and ordinal grade logits
 (:class:`OrdinalHead`, the pN stage for CAMELYON17); a patch-level localisation head scores
@@ -107,36 +110,6 @@ def predict_bags(model: SlideMIL, bags: Sequence[SlideBag]) -> list[dict[str, np
             item["grade"] = (torch.sigmoid(out["grade"][0]) > 0.5).sum().numpy()
         results.append(item)
     return results
-
-
-def lesion_hit_rate(polygons_by_slide: dict[str, list], bags: Sequence[SlideBag],
-                    patch_scores: Sequence[np.ndarray], size0: int, *, threshold: float = 0.5
-                    ) -> dict[str, float]:
-    """Lesion-level localisation, one point of CAMELYON16's FROC.
-
-    A lesion is hit when a patch whose centre lies inside its outline scores at least
-    ``threshold``; a false positive is a patch at or above it whose centre lies in no
-    lesion. Returns hits, lesions, the hit rate and false positives per slide.
-    """
-    from matplotlib.path import Path as Outline
-
-    hits = lesions_seen = false_positives = slides = 0
-    for bag, scores in zip(bags, patch_scores, strict=True):
-        centres = bag.coords.numpy() + size0 / 2
-        for slide, image_id in enumerate(bag.image_ids):
-            on_slide = (bag.slide_index == slide).numpy()
-            lesions = [p for p in polygons_by_slide.get(image_id, []) if not p.is_exclusion]
-            inside = np.zeros(len(centres), bool)
-            for lesion in lesions:
-                covered = Outline(lesion.points).contains_points(centres) & on_slide
-                inside |= covered
-                hits += bool((scores[covered] >= threshold).any())
-            lesions_seen += len(lesions)
-            false_positives += int(((scores >= threshold) & on_slide & ~inside).sum())
-            slides += 1
-    return {"hits": hits, "lesions": lesions_seen,
-            "hit_rate": hits / lesions_seen if lesions_seen else float("nan"),
-            "false_positives_per_slide": false_positives / max(slides, 1)}
 
 
 def save_slide_model(model: SlideMIL, folder: str | Path, *, dim: int, config: SlideMILConfig,

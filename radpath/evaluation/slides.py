@@ -16,16 +16,16 @@ import numpy as np
 from radpath.atomic import atomic_path
 from radpath.data.adapters.camelyon16 import annotation_path
 from radpath.data.manifest import Record, read_manifest
+from radpath.data.wsi import Slide
 from radpath.errors import RadpathError
-from radpath.slides.grid import read_coords
-from radpath.slides.mil import (
+from radpath.models.slide_mil import (
     SlideMILConfig,
     fit_slide_mil,
-    lesion_hit_rate,
     predict_bags,
     save_slide_model,
 )
-from radpath.slides.reader import Slide
+from radpath.slides.grid import read_coords
+from radpath.slides.localisation import lesion_hit_rate
 
 
 def _records(manifest: str | Path) -> list[Record]:
@@ -57,7 +57,7 @@ def train_slides(manifest: str | Path, coords_dir: str | Path, features_dir: str
                  out: str | Path, config: SlideMILConfig | None = None, *,
                  encoder: str = "colour-stats") -> dict:
     """Train on the non-test patients, evaluate on the test ones, save model and metrics."""
-    from radpath.slides.annotations import read_asap_xml
+    from radpath.data.asap import read_asap_xml
     from radpath.slides.bags import build_bags
 
     config = config or SlideMILConfig()
@@ -100,11 +100,8 @@ def train_slides(manifest: str | Path, coords_dir: str | Path, features_dir: str
 
 def evaluate(model, bags, polygons: dict, size0: int) -> dict:
     """Test metrics, each with its 95% CI (n = patients, or lesions for the hit rate)."""
-    from radpath.evaluation.metrics import (
-        auc_with_ci,
-        quadratic_weighted_kappa,
-        wilson_interval,
-    )
+    from radpath.stats.estimate import wilson_interval
+    from radpath.stats.metrics import auc_with_ci, quadratic_weighted_kappa
 
     results = predict_bags(model, bags)
     out: dict = {"test_patients": len(bags)}
