@@ -21,6 +21,7 @@ import hashlib
 import importlib.util
 import logging
 import math
+import pickle
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,11 +178,21 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a local weights file (``weights_only``: no pickle code runs)."""
     if not path.is_file():
         raise RadpathError(f"pretrained weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
+            return load_file(str(path))
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RadpathError(f"pretrained weights file {path} is not a safe checkpoint: it holds "
+                           "objects other than tensors, which could run code when loaded "
+                           f"(refused) [{str(exc).splitlines()[0][:200]}]") from None
+    except Exception as exc:  # truncated, not a weights file, safetensors header errors
+        raise RadpathError(f"pretrained weights file {path} cannot be read as .safetensors or "
+                           f"a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+                           ) from None
+    return _unwrap(content, path)
 
 
 def rename_by_position(state: dict[str, Tensor], reference: dict[str, Tensor],

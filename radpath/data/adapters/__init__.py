@@ -7,7 +7,8 @@ from importlib import import_module
 
 from radpath.data.adapters.base import ADAPTERS, AdapterOptions, DatasetAdapter, Skipped
 
-_BUILTIN = ("mias", "cbis_ddsm", "breakhis", "ucsb", "folder", "csv_manifest", "inbreast", "bach")
+_BUILTIN = ("mias", "cbis_ddsm", "breakhis", "ucsb", "folder", "csv_manifest", "inbreast", "bach",
+            "camelyon16", "camelyon17")
 
 
 def _register_builtins() -> None:
