@@ -128,7 +128,7 @@ def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | No
 
 
 def _shown(path: Path) -> str:
-    path = path.resolve()
+    path = path.absolute()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import Any
 
+import pydantic
 import timm
 import torch
 from timm.layers import HybridEmbed, freeze_batch_norm_2d
@@ -30,9 +31,6 @@ from radpath.batch.tensors import IMAGENET_MEAN, IMAGENET_STD, MAMMO_MEAN, MAMMO
 from radpath.errors import RadpathError
 from radpath.models.adapters import bottleneck_adapters
 from radpath.models.pretrained import PretrainedReport, load_pretrained, strip_prefix
-
-if TYPE_CHECKING:
-    from radpath.models.backbone import BackboneConfig
 
 # The normalisation the batch contract applies (MAMMO_MEAN/STD on the [0, 1] film,
 # ImageNet's mean/std on H&E tiles), undone here before the pretrained network's own.
@@ -144,11 +142,12 @@ class CnnBackbone(nn.Module):
     gw, D)``, ``D`` the CNN's feature width.
 
     Args:
-        config: the backbone configuration (``norm``: BatchNorm statistics frozen at their
-            pretrained values, or updated by each training batch).
+        config: the :class:`~radpath.models.backbone.BackboneConfig` (``norm``: BatchNorm
+            statistics frozen at their pretrained values, or updated by each training batch).
+        spec: its registered shape (``cnn``, ``embed_dim``, ``depth``, ``patch_size``).
     """
 
-    def __init__(self, config: BackboneConfig, spec: dict) -> None:
+    def __init__(self, config: pydantic.BaseModel, spec: dict[str, Any]) -> None:
         super().__init__()
         self.config = config
         self.cnn_name: str = spec["cnn"]
