@@ -15,7 +15,7 @@ Workers = Annotated[int | None, typer.Option(help="Worker processes (default: al
 
 
 def ingest(
-    source: Annotated[str, typer.Argument(help="Dataset adapter: mias, cbis-ddsm, breakhis, "
+    source: Annotated[str, typer.Argument(help="Dataset source: mias, cbis-ddsm, breakhis, "
                                                "ucsb, inbreast, bach, folder or csv.")],
     path: Annotated[Path, typer.Argument(help="The dataset folder (or CSV for 'csv').")],
     out: Annotated[Path, typer.Option("--out", help="Manifest to write (.csv or .parquet).")],
@@ -23,7 +23,7 @@ def ingest(
                                                       "to label.")] = None,
     descriptions: Annotated[list[Path] | None, typer.Option(
         "--descriptions", help="CBIS-DDSM description CSV (repeatable).")] = None,
-    domain: Annotated[str | None, typer.Option(help="Override the adapter's domain.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Override the source's domain.")] = None,
     modality: Annotated[str | None, typer.Option(help="mammo or histo (for 'folder').")] = None,
     workers: Workers = None,
     verify: Annotated[bool, typer.Option(help="Decode every image to catch bad files.")] = True,
@@ -31,10 +31,10 @@ def ingest(
                                                        "samples per domain.")] = None,
 ) -> None:
     """Read a dataset layout into a validated manifest; bad files go to skipped.csv."""
-    from radpath.data.adapters import AdapterOptions
     from radpath.data.ingest import ingest as run_ingest
+    from radpath.data.sources import SourceOptions
 
-    options = AdapterOptions(labels=labels, descriptions=tuple(descriptions or ()),
+    options = SourceOptions(labels=labels, descriptions=tuple(descriptions or ()),
                              domain=domain, modality=modality)
     report = run_ingest(source, path, out, options=options, workers=workers, verify=verify)
     _print_ingest_summary(report)
