@@ -16,7 +16,8 @@ Workers = Annotated[int | None, typer.Option(help="Worker processes (default: al
 
 def ingest(
     source: Annotated[str, typer.Argument(help="Dataset source: mias, cbis-ddsm, breakhis, "
-                                               "ucsb, inbreast, bach, folder or csv.")],
+                                               "ucsb, inbreast, bach, camelyon16, camelyon17, "
+                                               "folder, csv, or wsi (whole slides).")],
     path: Annotated[Path, typer.Argument(help="The dataset folder (or CSV for 'csv').")],
     out: Annotated[Path, typer.Option("--out", help="Manifest to write (.csv or .parquet).")],
     labels: Annotated[Path | None, typer.Option(help="CSV mapping path/patient_id/image_id "
@@ -29,8 +30,15 @@ def ingest(
     verify: Annotated[bool, typer.Option(help="Decode every image to catch bad files.")] = True,
     preview: Annotated[Path | None, typer.Option(help="Also write a PNG grid of preprocessed "
                                                        "samples per domain.")] = None,
+    mpp: Annotated[float | None, typer.Option(help="Microns per pixel overriding the slides' "
+                                                    "metadata (for 'wsi').")] = None,
 ) -> None:
     """Read a dataset layout into a validated manifest; bad files go to skipped.csv."""
+    if source == "wsi":
+        from radpath.cli.slides_command import ingest_wsi
+
+        ingest_wsi(path, out, mpp=mpp, domain=domain, workers=workers)
+        return
     from radpath.data.ingest import ingest as run_ingest
     from radpath.data.sources import SourceOptions
 

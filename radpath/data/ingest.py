@@ -125,10 +125,12 @@ def ingest(source: str, root: str | Path, out: str | Path, *,
     Raises:
         RadpathError: when no image could be ingested (``skipped.csv`` is still written).
     """
-    found = list(SOURCES.get(source)(Path(root), options).scan())
+    reader = SOURCES.get(source)(Path(root), options)
+    found = list(reader.scan())
     records = [item for item in found if isinstance(item, Record)]
     skipped = [item for item in found if isinstance(item, Skipped)]
-    if verify and records:
+    # Whole-slide sources check each slide while scanning: decoding one whole is never done.
+    if verify and records and getattr(reader, "verify_pixels", True):
         tasks = [(r.path, r.modality, tuple((les.x, les.y) for les in r.lesions))
                  for r in records]
         reasons = parallel_map(check_image, tasks, workers=workers,

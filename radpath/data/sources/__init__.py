@@ -7,6 +7,8 @@ one ``@register_source`` class (its ``name`` on the class).
 from radpath.data.sources import (  # noqa: F401
     bach,
     breakhis,
+    camelyon16,
+    camelyon17,
     cbis_ddsm,
     csv_manifest,
     folder,
