@@ -368,3 +368,63 @@ def _stratified(items: list[Sample], count: int, seed: int) -> list[Sample]:
 if __name__ == "__main__":
     files = make_corpus(sys.argv[1] if len(sys.argv) > 1 else "fuzz-corpus")
     print(f"{len(files)} files written")
+
+
+# --------------------------------------------------------------------------- the audits
+
+
+@dataclass
+class IngestAudit:
+    """Where each file of one half of the corpus ended, and what preprocessing said."""
+
+    files: list[Path]
+    admitted: dict[Path, str]  # path -> label
+    skipped: dict[Path, str]  # path -> reason
+    preprocessing_failures: dict[Path, str]
+
+    @property
+    def unaccounted(self) -> list[Path]:
+        return [p for p in self.files if p not in self.admitted and p not in self.skipped]
+
+
+def audit_ingest(root: Path, modality: str, out: Path, *, workers: int = 2) -> IngestAudit:
+    """Ingest ``root/modality`` with the folder source and preprocess every admitted file."""
+    import csv
+
+    from radpath.data.adapters import AdapterOptions
+    from radpath.data.ingest import ingest
+    from radpath.data.manifest import read_manifest
+    from radpath.data.preprocess import RecordPreprocessor
+
+    folder = root / modality
+    report = ingest("folder", folder, out / f"{modality}.csv", workers=workers,
+                    options=AdapterOptions(modality=modality), progress=False)
+    records = list(read_manifest(report.manifest_path))
+    with report.skipped_path.open(newline="") as handle:
+        skipped = {Path(row["path"]).resolve(): row["reason"] for row in csv.DictReader(handle)}
+    pre = RecordPreprocessor()
+    failures = {}
+    for record in records:
+        try:
+            pre(record)
+        except Exception as exc:
+            failures[Path(record.path).resolve()] = f"{type(exc).__name__}: {exc}"
+    files = sorted(p.resolve() for p in folder.rglob("*") if p.is_file())
+    return IngestAudit(files, {Path(r.path).resolve(): r.label for r in records}, skipped,
+                       failures)
+
+
+def audit_service(client, root: Path, mammo: bytes) -> dict[Path, tuple[int, str]]:
+    """Post every corpus file to ``POST /v1/cases`` (histology beside the good ``mammo``);
+    path -> (status, content type)."""
+    answers = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        modality = path.relative_to(root).parts[0]
+        files = [(modality, (path.name, path.read_bytes(), "application/octet-stream"))]
+        if modality == "histo":
+            files.insert(0, ("mammo", ("good.png", mammo, "image/png")))
+        response = client.post("/v1/cases", files=files)
+        answers[path] = (response.status_code, response.headers.get("content-type", ""))
+        if response.status_code >= 400:
+            assert response.json()["detail"], (path.name, response.text)
+    return answers

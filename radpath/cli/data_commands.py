@@ -29,6 +29,9 @@ def ingest(
     verify: Annotated[bool, typer.Option(help="Decode every image to catch bad files.")] = True,
     preview: Annotated[Path | None, typer.Option(help="Also write a PNG grid of preprocessed "
                                                        "samples per domain.")] = None,
+    pseudonymise: Annotated[Path | None, typer.Option(
+        help="Key file (made when missing; keep it outside the outputs): image and patient "
+             "ids become keyed hashes instead of file or folder names.")] = None,
 ) -> None:
     """Read a dataset layout into a validated manifest; bad files go to skipped.csv."""
     from radpath.data.adapters import AdapterOptions
@@ -36,7 +39,8 @@ def ingest(
 
     options = AdapterOptions(labels=labels, descriptions=tuple(descriptions or ()),
                              domain=domain, modality=modality)
-    report = run_ingest(source, path, out, options=options, workers=workers, verify=verify)
+    report = run_ingest(source, path, out, options=options, workers=workers, verify=verify,
+                        pseudonym_key=pseudonymise)
     _print_ingest_summary(report)
     if preview is not None:
         _write_preview(out, preview)

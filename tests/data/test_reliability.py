@@ -18,7 +18,8 @@ from pydicom.data import get_testdata_file
 from radpath.data.adapters import AdapterOptions
 from radpath.data.ingest import ingest
 from radpath.data.io import read_image
-from radpath.errors import ImageReadError
+from radpath.data.manifest import read_manifest
+from radpath.errors import ImageReadError, RadpathError
 from tests.fuzz_corpus import (
     dicom_bytes,
     grey_dicom,
@@ -270,3 +271,45 @@ def test_colour_photo_is_refused_and_grey_jpeg_in_rgb_accepted_as_mammogram(tmp_
     report = _folder_ingest(root, "mammo")
     assert [Path(r.path).name for r in report.records] == ["grey.jpg"]
     assert "colour image" in _skipped(report)["photo.jpg"]
+
+
+# ---------------------------------------------------------------- 8. identifiers in names
+
+
+def _named_cohort(root: Path) -> Path:
+    for patient in ("SMITH_JOHN", "DOE_JANE"):
+        folder = root / "benign" / patient
+        folder.mkdir(parents=True)
+        for view in ("L_CC", "R_CC"):
+            (folder / f"{patient}_{view}.png").write_bytes(pillow_bytes(GREY8, "PNG"))
+    return root
+
+
+def test_pseudonymised_ids_hide_names_and_stay_stable(tmp_path):
+    from radpath.data.ingest import ID_SCHEME
+
+    root = _named_cohort(tmp_path / "cohort")
+    key = tmp_path / "secret" / "pseudonym.key"
+    runs = []
+    for name in ("first", "second"):
+        report = ingest("folder", root, tmp_path / name / "m.csv", workers=1,
+                        options=AdapterOptions(modality="mammo"), progress=False,
+                        pseudonym_key=key)
+        runs.append(report)
+        text = report.manifest_path.read_text()
+        ids = "".join(line.split(",", 2)[0] + line.split(",", 2)[1]
+                      for line in text.splitlines()[1:])
+        assert "SMITH" not in ids and "DOE" not in ids
+        assert {r.id_scheme for r in read_manifest(report.manifest_path)} == {ID_SCHEME}
+    first, second = (list(read_manifest(r.manifest_path)) for r in runs)
+    assert [r.patient_id for r in first] == [r.patient_id for r in second]
+    assert len({r.patient_id for r in first}) == 2 and len({r.image_id for r in first}) == 4
+    assert key.stat().st_mode & 0o077 == 0  # readable by its owner only
+
+
+def test_a_pseudonym_key_inside_the_outputs_is_refused(tmp_path):
+    root = _named_cohort(tmp_path / "cohort")
+    with pytest.raises(RadpathError, match="inside the output folder"):
+        ingest("folder", root, tmp_path / "out" / "m.csv", workers=1,
+               options=AdapterOptions(modality="mammo"), progress=False,
+               pseudonym_key=tmp_path / "out" / "key")
