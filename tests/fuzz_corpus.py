@@ -332,11 +332,13 @@ def _corrupted(make: Callable[[], bytes], corrupt: Callable[[bytes, int], bytes]
     return lambda: corrupt(make(), seed)
 
 
-def make_corpus(root: str | Path, *, sample: int | None = None, seed: int = 0) -> list[Path]:
-    """Write the corpus under ``root``; with ``sample``, about that many files (every
-    corruption kept at least once, the rest drawn at random with ``seed``)."""
+def make_corpus(root: str | Path, *, sample: int | None = None, seed: int = 0,
+                seeds: int = 4) -> list[Path]:
+    """Write the corpus (``seeds`` variants of each file) under ``root``; with ``sample``,
+    about that many files (every corruption of each modality kept once, the rest drawn
+    at random with ``seed``)."""
     root = Path(root)
-    chosen = list(samples())
+    chosen = list(samples(seeds))
     if sample is not None:
         chosen = _stratified(chosen, sample, seed)
     written = []
@@ -351,13 +353,11 @@ def make_corpus(root: str | Path, *, sample: int | None = None, seed: int = 0) -
 
 
 def _stratified(items: list[Sample], count: int, seed: int) -> list[Sample]:
+    """One file per (modality, corruption), then random others up to ``count``."""
     rng = np.random.default_rng(seed)
     first: dict[tuple[str, str], Sample] = {}
     for item in items:
         first.setdefault((item.modality, item.corruption), item)
-    for item in items:  # every format too, valid
-        if item.corruption == "valid":
-            first.setdefault((item.modality, item.fmt), item)
     kept = list(first.values())
     rest = [item for item in items if item not in kept]
     extra = max(0, count - len(kept))

@@ -5,6 +5,7 @@ Each test names the point of the reliability audit (issue 44) it guards.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import os
@@ -313,3 +314,41 @@ def test_a_pseudonym_key_inside_the_outputs_is_refused(tmp_path):
         ingest("folder", root, tmp_path / "out" / "m.csv", workers=1,
                options=AdapterOptions(modality="mammo"), progress=False,
                pseudonym_key=tmp_path / "out" / "key")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="counts processes through /proc")
+def test_a_sigkilled_ingest_leaves_no_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "cohort" / "benign"
+    folder.mkdir(parents=True)
+    big = np.rint(mammo_pixels(256) * 255).astype(np.uint8)
+    for index in range(200):
+        (folder / f"im{index:03d}.png").write_bytes(pillow_bytes(np.roll(big, index, 1), "PNG"))
+    command = [sys.executable, "-m", "radpath", "ingest", "folder", str(tmp_path / "cohort"),
+               "--out", str(tmp_path / "out" / "m.csv"), "--modality", "mammo",
+               "--workers", "2"]
+    run = subprocess.Popen(command, cwd=Path(__file__).parents[2], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(run.pid)) < 2 and time.monotonic() < deadline:
+            assert run.poll() is None, "the ingest ended before it could be killed"
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the pool never started"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [w for w in workers if _alive(w)] == []
+        assert not (tmp_path / "out" / "m.csv").exists()  # nothing half-written
+    finally:
+        for pid in _children(run.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.kill()
