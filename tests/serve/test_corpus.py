@@ -31,7 +31,7 @@ def test_every_file_is_admitted_or_skipped_with_a_reason(corpus, modality, tmp_p
     assert all(reason.strip() for reason in audit.skipped.values())
     assert audit.preprocessing_failures == {}
     # Both outcomes occur: the corpus holds valid files and broken ones.
-    assert len(audit.admitted) >= 8 and len(audit.skipped) >= 30
+    assert len(audit.admitted) >= 5 and len(audit.skipped) >= 30
 
 
 @pytest.mark.slow
