@@ -68,6 +68,11 @@ def check_image(task: tuple[str, str, tuple[tuple[float, float], ...]]) -> str:
         return f"could not be decoded ({type(exc).__name__})"
 
 
+def _crashed(_task: tuple) -> str:
+    return ("the decoder crashed the worker process (a segmentation fault or out of "
+            "memory) on this file")
+
+
 # Below this, an RGB image's colour is JPEG noise: the 99th percentile of a pixel's
 # channel spread (max - min, 0..255) in a greyscale picture saved as RGB is 0 to 3, in
 # H&E stains 40 or more.
@@ -146,7 +151,7 @@ def ingest(source: str, root: str | Path, out: str | Path, *,
     if verify and records:
         tasks = [(r.path, r.modality, tuple((les.x, les.y) for les in r.lesions))
                  for r in records]
-        reasons = parallel_map(check_image, tasks, workers=workers,
+        reasons = parallel_map(check_image, tasks, workers=workers, on_crash=_crashed,
                                description=f"checking {source} images", progress=progress)
         skipped += [Skipped(r.path, why) for r, why in zip(records, reasons, strict=True) if why]
         records = [r for r, why in zip(records, reasons, strict=True) if not why]

@@ -352,3 +352,17 @@ def test_a_sigkilled_ingest_leaves_no_worker(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         run.kill()
+
+
+def _crash_on_three(item: int) -> int:
+    if item == 3:
+        os.kill(os.getpid(), 11)  # SIGSEGV, as a C decoder's bad read would
+    return item * 10
+
+
+def test_a_worker_crash_costs_only_its_own_item():
+    from radpath.parallel import parallel_map
+
+    results = parallel_map(_crash_on_three, list(range(8)), workers=2, progress=False,
+                           on_crash=lambda item: -item)
+    assert results == [0, 10, 20, -3, 40, 50, 60, 70]
