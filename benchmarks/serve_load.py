@@ -126,7 +126,7 @@ def start_server(run: Path, port: int, threads: int, body_timeout: float) -> sub
                              str(body_timeout)], env=env, cwd=REPO)
 
 
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 120) -> dict:
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
