@@ -391,14 +391,14 @@ def audit_ingest(root: Path, modality: str, out: Path, *, workers: int = 2) -> I
     """Ingest ``root/modality`` with the folder source and preprocess every admitted file."""
     import csv
 
-    from radpath.data.adapters import AdapterOptions
     from radpath.data.ingest import ingest
     from radpath.data.manifest import read_manifest
     from radpath.data.preprocess import RecordPreprocessor
+    from radpath.data.sources import SourceOptions
 
     folder = root / modality
     report = ingest("folder", folder, out / f"{modality}.csv", workers=workers,
-                    options=AdapterOptions(modality=modality), progress=False)
+                    options=SourceOptions(modality=modality), progress=False)
     records = list(read_manifest(report.manifest_path))
     with report.skipped_path.open(newline="") as handle:
         skipped = {Path(row["path"]).resolve(): row["reason"] for row in csv.DictReader(handle)}

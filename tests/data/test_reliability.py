@@ -16,10 +16,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from radpath.data.adapters import AdapterOptions
 from radpath.data.ingest import ingest
 from radpath.data.io import read_image
 from radpath.data.manifest import read_manifest
+from radpath.data.sources import SourceOptions
 from radpath.errors import ImageReadError, RadpathError
 from tests.fuzz_corpus import (
     dicom_bytes,
@@ -36,7 +36,7 @@ GREY8 = np.rint(mammo_pixels(64) * 255).astype(np.uint8)
 
 def _folder_ingest(root: Path, modality: str, workers: int = 1):
     return ingest("folder", root, root.parent / "out" / "m.csv", workers=workers,
-                  options=AdapterOptions(modality=modality), progress=False)
+                  options=SourceOptions(modality=modality), progress=False)
 
 
 def _skipped(report) -> dict[str, str]:
@@ -294,7 +294,7 @@ def test_pseudonymised_ids_hide_names_and_stay_stable(tmp_path):
     runs = []
     for name in ("first", "second"):
         report = ingest("folder", root, tmp_path / name / "m.csv", workers=1,
-                        options=AdapterOptions(modality="mammo"), progress=False,
+                        options=SourceOptions(modality="mammo"), progress=False,
                         pseudonym_key=key)
         runs.append(report)
         text = report.manifest_path.read_text()
@@ -312,7 +312,7 @@ def test_a_pseudonym_key_inside_the_outputs_is_refused(tmp_path):
     root = _named_cohort(tmp_path / "cohort")
     with pytest.raises(RadpathError, match="inside the output folder"):
         ingest("folder", root, tmp_path / "out" / "m.csv", workers=1,
-               options=AdapterOptions(modality="mammo"), progress=False,
+               options=SourceOptions(modality="mammo"), progress=False,
                pseudonym_key=tmp_path / "out" / "key")
 
 
