@@ -20,7 +20,7 @@ compare() {
 }
 
 if [ "${1:-}" = "--compare" ]; then compare "$2" "$3"; exit; fi
-OUT=$(realpath -m "$1"); PY=$(realpath "${PYTHON:-.venv/bin/python}")
+OUT=$(realpath -m "$1"); PY=$(realpath -s "${PYTHON:-.venv/bin/python}")  # -s: a venv's python is a symlink
 R="$PY -m radpath"; W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 mkdir -p "$OUT"
 $R synth --out "$W/synth" --patients 12 --seed 3 >/dev/null
