@@ -42,6 +42,7 @@ from radpath.data.preprocess import cache_manifest
 from radpath.data.splits import check_leakage, split_patients
 from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, check_trainable, dump_config
+from radpath.engine.datawait import DataWait
 from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.pretrain import pretrain_backbone
@@ -102,10 +103,12 @@ def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, D
                                 domains=train_set.domains)
     sampler = EpochTagged(BalancedUnitSampler(train_set.labels, train_set.modality_domains,
                                               seed=config.seed))
+    # Page-locked batches copy to a GPU asynchronously, overlapping the step before.
+    pin = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
     return (DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, drop_last=False,
-                       **loader_options(data, config.seed)),
+                       **loader_options(data, config.seed, pin_memory=pin)),
             DataLoader(val_set, batch_size=data.batch_size, shuffle=False,
-                       **loader_options(data, config.seed)))
+                       **loader_options(data, config.seed, pin_memory=pin)))
 
 
 def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path, *,
@@ -135,7 +138,8 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
     if config.pretrain.epochs and not resume:
         pretrained = pretrain_backbone(algorithm.model, manifest, config, out)
         record["pretrain"] = pretrained.as_dict()
-    trainer = _trainer(config, out, callbacks)
+    data_wait = DataWait()
+    trainer = _trainer(config, out, [data_wait, *callbacks])
     try:
         with matmul_precision(config.trainer.matmul_precision):
             trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
@@ -151,7 +155,8 @@ def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path,
     wall = time.perf_counter() - started
     record.update(status="finished", finished=_now(), wall_seconds=round(wall, 2),
                   epochs_run=trainer.current_epoch, global_steps=trainer.global_step,
-                  best_checkpoint=str(best) if best else None, final_val_metrics=metrics)
+                  best_checkpoint=str(best) if best else None, final_val_metrics=metrics,
+                  data_wait=data_wait.summary())
     if trainer.is_global_zero:
         write_json(record, out / "run.json")
     return RunResult(out, best, last, metrics, wall)
