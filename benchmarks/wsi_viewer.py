@@ -26,9 +26,9 @@ DOCS = ROOT / "docs"
 
 
 def train(scratch: Path) -> Path:
-    from radpath.data.adapters import ADAPTERS
-    from radpath.data.adapters.camelyon16 import annotation_path
     from radpath.data.manifest import Record
+    from radpath.data.sources import SOURCES
+    from radpath.data.sources.camelyon16 import annotation_path
     from radpath.data.wsi import Slide
     from radpath.models.slide_mil import SlideMILConfig, fit_slide_mil, save_slide_model
     from radpath.slides.bags import build_bags
@@ -37,7 +37,7 @@ def train(scratch: Path) -> Path:
     from radpath.slides.synthetic_layouts import camelyon16
 
     root = camelyon16(scratch / "camelyon16")
-    records = [r for r in ADAPTERS.get("camelyon16")(root).scan()
+    records = [r for r in SOURCES.get("camelyon16")(root).scan()
                if isinstance(r, Record) and r.split != "test"]
     grid_config = GridConfig(mpp=1.0, size=32, min_tissue=0.5)
     slides, dims = [], {}

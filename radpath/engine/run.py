@@ -335,7 +335,13 @@ def _initial_record(config: TrainConfig, manifest: Manifest, paths: Sequence[str
         "units": {"train": len(train_set)},
         "parameters": sum(p.numel() for p in algorithm.parameters()),
         "pretrain": None,
+        "pretrained_weights": _pretrained_weights(algorithm),
     }
+
+
+def _pretrained_weights(algorithm: Algorithm) -> dict[str, Any] | None:
+    report = algorithm.model.backbone.pretrained_report
+    return None if report is None else report.as_dict()
 
 
 def _device(config: TrainConfig) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from radpath.atomic import atomic_path
-from radpath.data.adapters.camelyon16 import annotation_path
 from radpath.data.manifest import Record, read_manifest
+from radpath.data.sources.camelyon16 import annotation_path
 from radpath.data.wsi import Slide
 from radpath.errors import RadpathError
 from radpath.models.slide_mil import (

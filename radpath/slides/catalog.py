@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from radpath.atomic import atomic_path
-from radpath.data.adapters import Skipped
 from radpath.data.manifest import COLUMNS, Record, read_manifest, record_to_row
+from radpath.data.sources import Skipped
 from radpath.data.wsi import DICOM_SUFFIXES, SLIDE_SUFFIXES, Slide, SlideInfo
 from radpath.errors import RadpathError
 from radpath.parallel import parallel_map

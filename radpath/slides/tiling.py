@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radpath.atomic import atomic_path
-from radpath.data.adapters import Skipped
+from radpath.data.sources import Skipped
 from radpath.data.wsi import Slide
 from radpath.errors import RadpathError
 from radpath.parallel import parallel_map

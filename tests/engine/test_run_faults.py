@@ -17,7 +17,7 @@ from radpath.data.manifest import read_manifest, write_manifest
 from radpath.engine.checkpoint import load_run
 from radpath.engine.run import train
 from radpath.errors import RadpathError
-from radpath.models.backbone import read_state_dict
+from radpath.models.pretrained import read_source
 
 
 def _record(folder: Path) -> dict:
@@ -122,4 +122,4 @@ def test_pretrained_weights_that_cannot_be_loaded_are_a_clear_error(tmp_path, ki
         torch.save({"w": torch.zeros(64)}, path)
         path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(RadpathError, match=f"pretrained weights file {path}"):
-        read_state_dict(str(path))
+        read_source(str(path))

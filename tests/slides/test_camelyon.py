@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radpath.data.adapters import ADAPTERS, Skipped
-from radpath.data.adapters.camelyon16 import annotation_path
 from radpath.data.asap import patch_tumour_fraction, read_asap_xml
 from radpath.data.manifest import Record
+from radpath.data.sources import SOURCES, Skipped
+from radpath.data.sources.camelyon16 import annotation_path
 from radpath.data.wsi import Slide
 from radpath.models.slide_mil import SlideMILConfig, fit_slide_mil, predict_bags
 from radpath.slides.bags import build_bags
@@ -21,7 +21,7 @@ GRID = GridConfig(mpp=1.0, size=32, min_tissue=0.5)
 
 
 def _scan(name, root):
-    items = list(ADAPTERS.get(name)(root).scan())
+    items = list(SOURCES.get(name)(root).scan())
     return ([i for i in items if isinstance(i, Record)],
             [i for i in items if isinstance(i, Skipped)])
 

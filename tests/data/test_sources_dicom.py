@@ -1,4 +1,4 @@
-"""The DICOM dataset adapters: CBIS-DDSM (real files and synthetic) and INbreast (synthetic)."""
+"""The DICOM dataset sources: CBIS-DDSM (real files and synthetic) and INbreast (synthetic)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
-from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
-from radpath.data.adapters.cbis_ddsm import NOT_FULL, CbisDdsmAdapter, LabelTable
-from radpath.data.adapters.inbreast import InbreastAdapter, birads_label
 from radpath.data.manifest import Lesion, Manifest, Record
+from radpath.data.sources import SOURCES, Skipped, SourceOptions
+from radpath.data.sources.cbis_ddsm import NOT_FULL, CbisDdsmSource, LabelTable
+from radpath.data.sources.inbreast import InbreastSource, birads_label
 from radpath.errors import ManifestError
 
 
@@ -39,9 +39,9 @@ def split(items: list[Record | Skipped]) -> tuple[list[Record], list[Skipped]]:
             [i for i in items if isinstance(i, Skipped)])
 
 
-def test_adapters_are_registered() -> None:
-    assert ADAPTERS.get("cbis-ddsm") is CbisDdsmAdapter
-    assert ADAPTERS.get("inbreast") is InbreastAdapter
+def test_sources_are_registered() -> None:
+    assert SOURCES.get("cbis-ddsm") is CbisDdsmSource
+    assert SOURCES.get("inbreast") is InbreastSource
 
 
 # --------------------------------------------------------------------------- CBIS-DDSM, real
@@ -51,8 +51,8 @@ def test_adapters_are_registered() -> None:
 def test_cbis_real_cases_labelled_by_folder(cbis_cases_dir: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\nsfm-benign-0,benign\nsfm-malign-0,malignant\n")
-    adapter = CbisDdsmAdapter(cbis_cases_dir, AdapterOptions(labels=labels))
-    records, skipped = split(list(adapter.scan()))
+    source = CbisDdsmSource(cbis_cases_dir, SourceOptions(labels=labels))
+    records, skipped = split(list(source.scan()))
     assert skipped == []
     manifest = Manifest(records)  # validates unique image ids
     assert len(manifest) == 8
@@ -71,7 +71,7 @@ def test_cbis_real_cases_labelled_by_folder(cbis_cases_dir: Path, tmp_path: Path
 
 @pytest.mark.realdata
 def test_cbis_real_cases_without_labels_are_unknown(cbis_cases_dir: Path) -> None:
-    records, _ = split(list(CbisDdsmAdapter(cbis_cases_dir).scan()))
+    records, _ = split(list(CbisDdsmSource(cbis_cases_dir).scan()))
     assert {r.label for r in records} == {""}
 
 
@@ -107,8 +107,8 @@ def test_cbis_descriptions_give_the_worst_pathology(cbis_layout: Path, tmp_path:
     calc = tmp_path / "calc_case_description_test_set.csv"
     calc.write_text("patient_id,breast density,left or right breast,image view,abnormality id,"
                     "abnormality type,pathology\nP_00003,3,LEFT,MLO,1,calcification,MALIGNANT\n")
-    options = AdapterOptions(descriptions=(mass, calc), domain="film")
-    records, skipped = split(list(CbisDdsmAdapter(cbis_layout, options).scan()))
+    options = SourceOptions(descriptions=(mass, calc), domain="film")
+    records, skipped = split(list(CbisDdsmSource(cbis_layout, options).scan()))
     labels = {r.image_id: r.label for r in records}
     assert labels == {
         "Mass-Training_P_00001_LEFT_CC": "malignant",
@@ -131,13 +131,13 @@ def test_cbis_description_with_unknown_pathology(cbis_layout: Path, tmp_path: Pa
     bad.write_text("patient_id,left or right breast,image view,pathology\n"
                    "P_00001,LEFT,CC,MAYBE\n")
     with pytest.raises(ManifestError, match=r"d\.csv, row 1, column 'pathology'"):
-        list(CbisDdsmAdapter(cbis_layout, AdapterOptions(descriptions=(bad,))).scan())
+        list(CbisDdsmSource(cbis_layout, SourceOptions(descriptions=(bad,))).scan())
 
 
 def test_cbis_duplicate_image_gets_a_suffix(tmp_path: Path) -> None:
     for folder in ("x", "y"):
         write_dicom(tmp_path / folder / "1.dcm", PatientID="Mass-Test_P_00009_LEFT_CC")
-    records, _ = split(list(CbisDdsmAdapter(tmp_path).scan()))
+    records, _ = split(list(CbisDdsmSource(tmp_path).scan()))
     assert [r.image_id for r in records] == ["Mass-Test_P_00009_LEFT_CC",
                                              "Mass-Test_P_00009_LEFT_CC-2"]
 
@@ -202,7 +202,7 @@ def inbreast_layout(tmp_path: Path) -> Path:
 
 
 def test_inbreast_layout(inbreast_layout: Path) -> None:
-    records, skipped = split(list(InbreastAdapter(inbreast_layout).scan()))
+    records, skipped = split(list(InbreastSource(inbreast_layout).scan()))
     manifest = Manifest(records)
     assert len(manifest) == 3
     assert manifest.patients() == ["6c613a14b80a8591", "0a1b2c3d4e5f6789"]
@@ -222,8 +222,8 @@ def test_inbreast_layout(inbreast_layout: Path) -> None:
 
 def test_inbreast_without_table_has_unknown_labels(inbreast_layout: Path) -> None:
     (inbreast_layout / "INbreast.csv").unlink()
-    options = AdapterOptions(domain="portugal")
-    records, _ = split(list(InbreastAdapter(inbreast_layout, options).scan()))
+    options = SourceOptions(domain="portugal")
+    records, _ = split(list(InbreastSource(inbreast_layout, options).scan()))
     assert {r.label for r in records} == {""}
     assert {r.domain for r in records} == {"portugal"}
 
@@ -231,4 +231,4 @@ def test_inbreast_without_table_has_unknown_labels(inbreast_layout: Path) -> Non
 def test_inbreast_table_missing_column(inbreast_layout: Path) -> None:
     (inbreast_layout / "INbreast.csv").write_text("File Name;ACR\n20586908;2\n")
     with pytest.raises(ManifestError, match="column 'bi-rads'"):
-        list(InbreastAdapter(inbreast_layout).scan())
+        list(InbreastSource(inbreast_layout).scan())

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.parsers.expat import ExpatError
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, image_files, register_adapter
 from radpath.data.manifest import Lesion, Record
+from radpath.data.sources.base import DatasetSource, Skipped, image_files, register_source
 from radpath.errors import ManifestError
 
 FILE_PATTERN = re.compile(
@@ -102,9 +102,11 @@ def _roi_circle(roi: dict) -> Lesion | None:
     return Lesion(round(x, 2), round(y, 2), round(r, 2), str(roi.get("Name", "")).lower())
 
 
-@register_adapter("inbreast")
-class InbreastAdapter(DatasetAdapter):
+@register_source
+class InbreastSource(DatasetSource):
     """INbreast's ``AllDICOMs`` + ``INbreast.csv`` (+ ``AllXML``) layout."""
+
+    name = "inbreast"
 
     modality = "mammo"
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from radpath.data.adapters.base import (
-    DatasetAdapter,
+from radpath.data.manifest import Record
+from radpath.data.sources.base import (
+    DatasetSource,
     Skipped,
     image_files,
-    register_adapter,
+    register_source,
 )
-from radpath.data.manifest import Record
 
 SUBTYPES = {
     "A": "adenosis", "F": "fibroadenoma", "PT": "phyllodes_tumor", "TA": "tubular_adenoma",
@@ -26,9 +26,11 @@ SUBTYPES = {
 _NAME = re.compile(r"^SOB_([BM])_([A-Z]+)-(\d+)-(\d+)([A-Z]*)-(\d+)-(\d+)$")
 
 
-@register_adapter("breakhis")
-class BreakHisAdapter(DatasetAdapter):
+@register_source
+class BreakHisSource(DatasetSource):
     """BreakHis images found anywhere under the root (its folder tree or a flat folder)."""
+
+    name = "breakhis"
 
     modality = "histo"
 

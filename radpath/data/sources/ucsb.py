@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, image_files, register_adapter
 from radpath.data.manifest import Record
+from radpath.data.sources.base import DatasetSource, Skipped, image_files, register_source
 
 _NAME = re.compile(r"^ytma(\d+)_(\d{6})_(benign|malignant)(\d+)_ccd$", re.IGNORECASE)
 
 
-@register_adapter("ucsb")
-class UcsbAdapter(DatasetAdapter):
+@register_source
+class UcsbSource(DatasetSource):
     """UCSB breast cancer TMA images (TIFF)."""
+
+    name = "ucsb"
 
     modality = "histo"
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
 from radpath.data.manifest import Record
+from radpath.data.sources import SOURCES, Skipped, SourceOptions
 
 PGM = b"P5\n2 2\n255\n\x00\x01\x02\x03"
 
 
 def _records(name: str, root: Path, **options) -> dict[str, Record]:
-    items = list(ADAPTERS.get(name)(root, AdapterOptions(**options)).scan())
+    items = list(SOURCES.get(name)(root, SourceOptions(**options)).scan())
     assert not [i for i in items if isinstance(i, Skipped)]
     return {i.image_id: i for i in items}
 

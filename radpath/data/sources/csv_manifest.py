@@ -11,14 +11,16 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, register_adapter
 from radpath.data.manifest import REQUIRED_COLUMNS, Record, validate_record
+from radpath.data.sources.base import DatasetSource, Skipped, register_source
 from radpath.errors import ManifestError
 
 
-@register_adapter("csv")
-class CsvManifestAdapter(DatasetAdapter):
+@register_source
+class CsvManifestSource(DatasetSource):
     """Reads ``PATH`` as a manifest; relative image paths are relative to the CSV's folder."""
+
+    name = "csv"
 
     modality = ""
 

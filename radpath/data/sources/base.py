@@ -1,6 +1,6 @@
-"""The dataset-adapter contract: a layout on disk in, manifest records out.
+"""The dataset-source contract: a layout on disk in, manifest records out.
 
-An adapter only reads the layout (file names, index files, headers); it never decodes
+A source only reads the layout (file names, index files, headers); it never decodes
 pixels. Ingest decodes every image afterwards, in parallel, to catch corrupt files.
 """
 
@@ -18,21 +18,21 @@ from radpath.registry import Registry
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file the adapter could not turn into a record, and why."""
+    """A file the source could not turn into a record, and why."""
 
     path: str
     reason: str
 
 
 @dataclass(frozen=True)
-class AdapterOptions:
-    """Options a user may pass to any adapter; each adapter uses those it needs.
+class SourceOptions:
+    """Options a user may pass to any source (``radpath ingest``); each uses those it needs.
 
     Attributes:
         labels: a CSV mapping (``path`` or ``patient_id`` or ``image_id``, ``label``) for
             sources whose labels are not in the layout itself.
         descriptions: description CSVs shipped with a dataset (CBIS-DDSM).
-        domain: a fixed domain name overriding the adapter's default domain.
+        domain: a fixed domain name overriding the source's default domain.
         modality: the modality of sources that do not imply one (``folder``).
     """
 
@@ -42,32 +42,27 @@ class AdapterOptions:
     modality: str | None = None
 
 
-class DatasetAdapter(ABC):
+class DatasetSource(ABC):
     """Turns one dataset layout into manifest records."""
 
     name: ClassVar[str]
     modality: ClassVar[str]
 
-    def __init__(self, root: str | Path, options: AdapterOptions | None = None) -> None:
+    def __init__(self, root: str | Path, options: SourceOptions | None = None) -> None:
         self.root = Path(root)
-        self.options = options or AdapterOptions()
+        self.options = options or SourceOptions()
 
     @abstractmethod
     def scan(self) -> Iterator[Record | Skipped]:
         """Yield one record per image found, or a :class:`Skipped` naming the file and reason."""
 
 
-ADAPTERS: Registry[type[DatasetAdapter]] = Registry("dataset adapter")
+SOURCES: Registry[type[DatasetSource]] = Registry("dataset source")
 
 
-def register_adapter(name: str):
-    """Class decorator registering a dataset adapter under ``name``."""
-
-    def decorate(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
-        cls.name = name
-        return ADAPTERS.register(name)(cls)
-
-    return decorate
+def register_source(cls: type[DatasetSource]) -> type[DatasetSource]:
+    """Class decorator registering a dataset source under its ``name``."""
+    return SOURCES.register(cls)
 
 
 IMAGE_SUFFIXES = (".png", ".pgm", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".bmp")

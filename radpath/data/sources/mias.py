@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, register_adapter
 from radpath.data.manifest import Lesion, Record
+from radpath.data.sources.base import DatasetSource, Skipped, register_source
 
 MIAS_SIZE = 1024
 TISSUE_DOMAINS = {"F": "fatty", "G": "fatty-glandular", "D": "dense-glandular"}
@@ -68,9 +68,11 @@ def mias_to_top_left(x: int, y: int, r: int, height: int = MIAS_SIZE) -> tuple[i
     return x, height - y, r
 
 
-@register_adapter("mias")
-class MiasAdapter(DatasetAdapter):
+@register_source
+class MiasSource(DatasetSource):
     """mini-MIAS films (``mdbNNN.pgm`` as distributed, or ``.png``) plus ``Info.txt``."""
+
+    name = "mias"
 
     modality = "mammo"
 

@@ -20,9 +20,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, register_adapter
-from radpath.data.adapters.camelyon16 import annotation_path, lesion_circles, slide_problem
 from radpath.data.manifest import Record
+from radpath.data.sources.base import DatasetSource, Skipped, register_source
+from radpath.data.sources.camelyon16 import annotation_path, lesion_circles, slide_problem
 from radpath.errors import RadpathError
 
 PN_STAGES = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
@@ -44,9 +44,11 @@ def read_stage_labels(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     return patients, slides
 
 
-@register_adapter("camelyon17")
-class Camelyon17Adapter(DatasetAdapter):
+@register_source
+class Camelyon17Source(DatasetSource):
     """CAMELYON17 whole slides, patient bags of five nodes, pN stage as the grade."""
+
+    name = "camelyon17"
 
     modality = "histo"
     verify_pixels = False  # a slide is opened (metadata) while scanning, never decoded whole

@@ -2,27 +2,27 @@ from collections import Counter
 
 import pytest
 
-from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
 from radpath.data.manifest import Record
+from radpath.data.sources import SOURCES, Skipped, SourceOptions
 from radpath.errors import RadpathError
 
 
 def _scan(name, root, **options):
-    items = list(ADAPTERS.get(name)(root, AdapterOptions(**options)).scan())
+    items = list(SOURCES.get(name)(root, SourceOptions(**options)).scan())
     records = [i for i in items if isinstance(i, Record)]
     return records, [i for i in items if isinstance(i, Skipped)]
 
 
-def test_registry_holds_every_builtin_adapter():
+def test_registry_holds_every_builtin_source():
     for name in ("mias", "cbis-ddsm", "breakhis", "ucsb", "folder", "csv", "inbreast", "bach"):
-        assert name in ADAPTERS
+        assert name in SOURCES
 
 
 def test_registry_refuses_duplicates_and_names_unknowns():
     with pytest.raises(RadpathError, match="already registered"):
-        ADAPTERS.register("mias")(object)
+        SOURCES.register("mias")(object)
     with pytest.raises(RadpathError, match=r"known: .*mias"):
-        ADAPTERS.get("nope")
+        SOURCES.get("nope")
 
 
 @pytest.mark.realdata
@@ -111,7 +111,7 @@ def test_ucsb_domains_are_block_and_scan_date(ucsb_dir):
     assert len({r.patient_id for r in records}) == 40
 
 
-def test_folder_adapter_labels_from_folders(tmp_path):
+def test_folder_source_labels_from_folders(tmp_path):
     for relative in ("benign/a.png", "malignant/p7/b.png", "malignant/p7/c.png", "junk/d.png",
                      "e.png"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -123,12 +123,12 @@ def test_folder_adapter_labels_from_folders(tmp_path):
     assert len(skipped) == 2
 
 
-def test_folder_adapter_needs_a_modality(tmp_path):
+def test_folder_source_needs_a_modality(tmp_path):
     with pytest.raises(RadpathError, match="--modality"):
         _scan("folder", tmp_path)
 
 
-def test_csv_adapter_skips_bad_rows_naming_them(tmp_path):
+def test_csv_source_skips_bad_rows_naming_them(tmp_path):
     (tmp_path / "m.csv").write_text(
         "image_id,patient_id,modality,path,label,domain\n"
         "a,p1,mammo,img/a.png,benign,site\n"
@@ -139,7 +139,7 @@ def test_csv_adapter_skips_bad_rows_naming_them(tmp_path):
     assert "row 2" in skipped[0].reason and "label" in skipped[0].reason
 
 
-def test_csv_adapter_refuses_a_header_without_required_columns(tmp_path):
+def test_csv_source_refuses_a_header_without_required_columns(tmp_path):
     (tmp_path / "m.csv").write_text("image_id,path\na,a.png\n")
     with pytest.raises(RadpathError, match="patient_id"):
         _scan("csv", tmp_path / "m.csv")

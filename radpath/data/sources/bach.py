@@ -16,8 +16,8 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, image_files, register_adapter
 from radpath.data.manifest import Record
+from radpath.data.sources.base import DatasetSource, Skipped, image_files, register_source
 from radpath.errors import RadpathError
 
 CLASSES = ("Normal", "Benign", "InSitu", "Invasive")
@@ -36,8 +36,8 @@ def _class_name(text: str) -> str | None:
     return next((name for name in CLASSES if name.lower() == key), None)
 
 
-@register_adapter("bach")
-class BachAdapter(DatasetAdapter):
+@register_source
+class BachSource(DatasetSource):
     """The BACH microscopy photos: four classes, one image per record.
 
     Labels: Normal -> normal, Benign -> benign, InSitu and Invasive -> malignant.
@@ -48,6 +48,8 @@ class BachAdapter(DatasetAdapter):
     BACH publishes no patient ids, so ``patient_id`` is the image id: a patient-level split
     is then an image-level split, and images of one patient may land in different splits.
     """
+
+    name = "bach"
 
     modality = "histo"
 

@@ -1,4 +1,4 @@
-"""The BACH adapter on a tiny fake layout written into tmp_path."""
+"""The BACH source on a tiny fake layout written into tmp_path."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
-from radpath.data.adapters.bach import BachAdapter
 from radpath.data.manifest import Manifest, Record
+from radpath.data.sources import SOURCES, Skipped, SourceOptions
+from radpath.data.sources.bach import BachSource
 from radpath.errors import RadpathError
 
 FILES = {"Normal": ["n001", "n002"], "Benign": ["b001"], "InSitu": ["is001"],
@@ -31,16 +31,16 @@ def bach_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _scan(root: Path, options: AdapterOptions | None = None) -> tuple[dict[str, Record],
+def _scan(root: Path, options: SourceOptions | None = None) -> tuple[dict[str, Record],
                                                                        list[Skipped]]:
-    items = list(BachAdapter(root, options).scan())
+    items = list(BachSource(root, options).scan())
     records = {i.image_id: i for i in items if isinstance(i, Record)}
     return records, [i for i in items if isinstance(i, Skipped)]
 
 
 def test_registered() -> None:
-    assert ADAPTERS.get("bach") is BachAdapter
-    assert BachAdapter.modality == "histo"
+    assert SOURCES.get("bach") is BachSource
+    assert BachSource.modality == "histo"
 
 
 def test_labels_grades_and_subtypes(bach_root: Path) -> None:
@@ -68,7 +68,7 @@ def test_root_may_be_any_level(bach_root: Path, relative: str) -> None:
 
 
 def test_domain_option(bach_root: Path) -> None:
-    records, _ = _scan(bach_root, AdapterOptions(domain="site-b"))
+    records, _ = _scan(bach_root, SourceOptions(domain="site-b"))
     assert {r.domain for r in records.values()} == {"site-b"}
 
 
@@ -96,4 +96,4 @@ def test_unknown_folder_and_unknown_csv_class_are_skipped(bach_root: Path) -> No
 
 def test_missing_layout_raises(tmp_path: Path) -> None:
     with pytest.raises(RadpathError, match="no BACH layout"):
-        list(BachAdapter(tmp_path).scan())
+        list(BachSource(tmp_path).scan())

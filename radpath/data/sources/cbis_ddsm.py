@@ -22,9 +22,9 @@ from pathlib import Path, PurePath
 
 import pydicom
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, image_files, register_adapter
 from radpath.data.io import read_dicom_header
 from radpath.data.manifest import LABELS, Record
+from radpath.data.sources.base import DatasetSource, Skipped, image_files, register_source
 from radpath.errors import ImageReadError, ManifestError
 
 CASE_PATTERN = re.compile(
@@ -171,9 +171,11 @@ def parse_case(ds: pydicom.Dataset) -> Case | None:
                 SIDES.get(side.strip().upper(), ""), view.strip().upper(), full)
 
 
-@register_adapter("cbis-ddsm")
-class CbisDdsmAdapter(DatasetAdapter):
+@register_source
+class CbisDdsmSource(DatasetSource):
     """CBIS-DDSM full mammograms: every ``*.dcm`` under the root, read header only."""
+
+    name = "cbis-ddsm"
 
     modality = "mammo"
 

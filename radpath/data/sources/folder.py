@@ -10,21 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from radpath.data.adapters.base import IMAGE_SUFFIXES, DatasetAdapter, Skipped, register_adapter
 from radpath.data.manifest import LABELS, MODALITIES, Record
+from radpath.data.sources.base import IMAGE_SUFFIXES, DatasetSource, Skipped, register_source
 from radpath.errors import RadpathError
 
 
-@register_adapter("folder")
-class FolderAdapter(DatasetAdapter):
+@register_source
+class FolderSource(DatasetSource):
     """Labels from sub-folder names; modality from the options."""
+
+    name = "folder"
 
     modality = ""
 
     def scan(self) -> Iterator[Record | Skipped]:
         modality = self.options.modality
         if modality not in MODALITIES:
-            raise RadpathError(f"the 'folder' adapter needs --modality {' or '.join(MODALITIES)}"
+            raise RadpathError(f"the 'folder' source needs --modality {' or '.join(MODALITIES)}"
                                f" (got {modality!r})")
         for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
             relative = path.relative_to(self.root)

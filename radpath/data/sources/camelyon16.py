@@ -21,8 +21,8 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, register_adapter
 from radpath.data.manifest import Lesion, Record
+from radpath.data.sources.base import DatasetSource, Skipped, register_source
 from radpath.errors import RadpathError
 
 _LABELS = {"normal": "normal", "tumor": "malignant"}
@@ -72,9 +72,11 @@ def _test_labels(root: Path) -> dict[str, str]:
         return {row[0].strip(): row[1].strip().lower() for row in csv.reader(handle) if row}
 
 
-@register_adapter("camelyon16")
-class Camelyon16Adapter(DatasetAdapter):
+@register_source
+class Camelyon16Source(DatasetSource):
     """CAMELYON16 whole slides: training/{normal,tumor}, testing/images + reference.csv."""
+
+    name = "camelyon16"
 
     modality = "histo"
     verify_pixels = False  # a slide is opened (metadata) while scanning, never decoded whole
