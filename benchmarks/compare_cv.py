@@ -36,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from radpath.evaluation.delong import delong_test
 from radpath.evaluation.ensemble import mean_logit
 from radpath.evaluation.evaluate import BOTH_MODALITIES, TASKS
-from radpath.evaluation.metrics import Estimate, auc_with_ci
 from radpath.evaluation.predict import PATIENT_COLUMNS
 from radpath.evaluation.predict import PREDICTION_COLUMNS as OUTPUTS
+from radpath.stats.delong import delong_test
+from radpath.stats.estimate import Estimate
+from radpath.stats.metrics import auc_with_ci
 
 KEYS = ("unit_id", *PATIENT_COLUMNS.values())
 

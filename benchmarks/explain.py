@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radpath.batch.tensors import MAMMO_MEAN, MAMMO_STD
 from radpath.data.cache import ArrayCache
 from radpath.data.manifest import Manifest, Record, read_manifest
 from radpath.data.preprocess import RecordPreprocessor, load_cached
 from radpath.engine.checkpoint import LoadedRun, load_run
-from radpath.engine.data import MAMMO_MEAN, MAMMO_STD
-from radpath.evaluation.metrics import wilson_interval
 from radpath.explain.case import explain_case
 from radpath.explain.faithfulness import (
     deletion_curve,
@@ -41,6 +40,7 @@ from radpath.explain.faithfulness import (
     single_view_batch,
 )
 from radpath.explain.maps import MAP_KINDS, compute_maps
+from radpath.stats.estimate import wilson_interval
 
 
 def _records(manifest: Manifest, split: str, limit: int) -> list[Record]:

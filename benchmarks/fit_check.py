@@ -26,9 +26,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
+from radpath.batch.collate import collate_patients
+from radpath.batch.dataset import PatientBagDataset
 from radpath.data.manifest import Manifest, read_manifest
 from radpath.engine.config import load_config
-from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.run import build_algorithm
 from radpath.evaluation.predict import predict_dataset
 

@@ -81,16 +81,17 @@ from sklearn.preprocessing import StandardScaler
 from timm.models.vision_transformer import VisionTransformer
 
 from radpath.atomic import atomic_path
+from radpath.batch.dataset import PatientBagDataset
+from radpath.batch.keys import LABEL_CODES
+from radpath.batch.tensors import MAMMO_MEAN, MAMMO_STD, tile_tensor
+from radpath.batch.units import Unit
 from radpath.data.cache import ArrayCache
 from radpath.data.histo import tissue_mask
 from radpath.data.io import read_image
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor, load_cached
-from radpath.engine.batch import LABEL_CODES
 from radpath.engine.config import TrainConfig, load_config
-from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, PatientBagDataset, Unit, tile_tensor
 from radpath.evaluation.crossval import cv_manifests
-from radpath.evaluation.metrics import Estimate, auc_with_ci
 from radpath.evaluation.predict import (
     PATIENT_COLUMNS,
     PREDICTION_COLUMNS,
@@ -98,6 +99,8 @@ from radpath.evaluation.predict import (
     patient_ids,
 )
 from radpath.models.backbone import BACKBONES
+from radpath.stats.estimate import Estimate
+from radpath.stats.metrics import auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import (

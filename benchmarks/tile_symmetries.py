@@ -23,17 +23,17 @@ import numpy as np
 import torch
 
 from radpath.algorithms.base import Algorithm, Batch
+from radpath.batch.dataset import PatientBagDataset
 from radpath.data.manifest import read_manifest
 from radpath.engine.checkpoint import load_run
-from radpath.engine.data import PatientBagDataset
-from radpath.evaluation.delong import delong_test
-from radpath.evaluation.metrics import auc_with_ci
 from radpath.evaluation.predict import (
     MODALITY_OUTPUTS,
     UnitPredictions,
     concat_predictions,
     predict_dataset,
 )
+from radpath.stats.delong import delong_test
+from radpath.stats.metrics import auc_with_ci
 
 
 def orientations(tiles: torch.Tensor) -> list[torch.Tensor]:

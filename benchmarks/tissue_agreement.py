@@ -25,8 +25,8 @@ from scipy.stats import rankdata, spearmanr
 
 from radpath.data.splits import unit_count
 from radpath.evaluation.evaluate import TASKS
-from radpath.evaluation.metrics import auc_with_ci
 from radpath.evaluation.predict import PREDICTION_COLUMNS
+from radpath.stats.metrics import auc_with_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_baselines import tissue_share

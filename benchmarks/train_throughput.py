@@ -51,8 +51,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from radpath.algorithms import ALGORITHMS, Algorithm
 from radpath.algorithms.config import AlgorithmConfig
+from radpath.batch.collate import collate_patients
 from radpath.engine.config import OptimConfig
-from radpath.engine.data import collate_patients
 from radpath.engine.devices import batch_to
 from radpath.engine.module import RadpathModule
 from radpath.models.backbone import BACKBONES, BackboneConfig

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from radpath.adapt.base import Batch, InterventionConfig
 from radpath.augment.intensity import add_noise, adjust_gamma, adjust_window
-from radpath.engine.data import IMAGENET_MEAN, IMAGENET_STD, MAMMO_MEAN, MAMMO_STD
+from radpath.batch.tensors import IMAGENET_MEAN, IMAGENET_STD, MAMMO_MEAN, MAMMO_STD
 
 MODALITIES = ("mammo", "histo")
 _OD_FLOOR = 1e-6  # skimage's floor on intensities before the logarithm
@@ -45,7 +45,7 @@ def intervene(batch: Batch, gen: torch.Generator, modality: str | Sequence[str],
     """A copy of ``batch`` with one random nuisance intervention per image of ``modality``.
 
     Args:
-        batch: a patient batch (keys in :mod:`radpath.engine.batch`); not modified.
+        batch: a patient batch (keys in :mod:`radpath.batch.keys`); not modified.
         gen: the source of randomness (its device may differ from the batch's).
         modality: ``"mammo"``, ``"histo"``, or several of them.
         config: intervention strengths; None uses the defaults.

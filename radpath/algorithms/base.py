@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from radpath.algorithms.config import AlgorithmConfig
 from radpath.augment.mixstyle import TokenMixStyle
 from radpath.augment.tilemix import TileMix
-from radpath.engine.batch import LABEL_CODES, MALIGNANT
+from radpath.batch.keys import LABEL_CODES, MALIGNANT
 from radpath.models.crossmodal import CrossModalModel
 from radpath.objectives.ordinal import ordinal_loss, ordinal_probabilities
 from radpath.registry import Registry

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from radpath.algorithms import ALGORITHMS
 from radpath.algorithms.config import AlgorithmConfig
-from radpath.engine.data import DataConfig
+from radpath.batch.dataset import DataConfig
 from radpath.errors import ConfigError, RadpathError
 from radpath.models.backbone import BACKBONES, BackboneConfig
 from radpath.models.crossmodal import ModelConfig

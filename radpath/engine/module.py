@@ -14,7 +14,7 @@ from torch import Tensor
 from radpath.algorithms.base import Algorithm
 from radpath.engine.config import OptimConfig
 from radpath.errors import RadpathError
-from radpath.evaluation.metrics import auc_with_ci
+from radpath.stats.metrics import auc_with_ci
 
 PREDICTED = ("mammo", "histo", "fused")
 

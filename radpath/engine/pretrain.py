@@ -28,17 +28,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from radpath.atomic import atomic_path
+from radpath.batch.collate import loader_options
+from radpath.batch.dataset import PatientBagDataset
+from radpath.batch.sampler import EpochShuffle, EpochTagged
+from radpath.batch.tensors import valid_rows
 from radpath.data.manifest import Manifest, read_manifest
 from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import combine
 from radpath.engine.config import PretrainConfig, TrainConfig, dump_config
-from radpath.engine.data import PatientBagDataset, loader_options
 from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, with_schedule
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
-from radpath.engine.sampler import EpochShuffle, EpochTagged
 from radpath.errors import RadpathError
-from radpath.models.crossmodal import CrossModalModel, valid_rows
+from radpath.models.crossmodal import CrossModalModel
 from radpath.models.masked import MaskedImageModel
 
 

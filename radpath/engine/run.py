@@ -33,18 +33,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from radpath.algorithms import ALGORITHMS, Algorithm
+from radpath.batch.collate import loader_options
+from radpath.batch.dataset import PatientBagDataset
+from radpath.batch.sampler import BalancedUnitSampler, EpochTagged
 from radpath.data.manifest import Manifest
 from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
 from radpath.data.splits import check_leakage, split_patients
 from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, check_trainable, dump_config
-from radpath.engine.data import PatientBagDataset, loader_options
 from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.pretrain import pretrain_backbone
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
-from radpath.engine.sampler import BalancedUnitSampler, EpochTagged
 from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
 

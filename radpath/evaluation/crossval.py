@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from radpath.batch.dataset import PatientBagDataset
+from radpath.batch.units import count_grades
 from radpath.data.manifest import Manifest, Record, write_manifest
 from radpath.data.pairing import pairing_mode
 from radpath.data.splits import (
@@ -34,12 +36,10 @@ from radpath.data.splits import (
 from radpath.data.workflow import paired
 from radpath.engine.checkpoint import SNAPSHOTS, load_members
 from radpath.engine.config import TrainConfig, with_algorithm
-from radpath.engine.data import PatientBagDataset, count_grades
 from radpath.engine.devices import prediction_device
 from radpath.engine.run import sized_for_grades, train
 from radpath.errors import ConfigError
 from radpath.evaluation.crossval_tables import write_cv_tables
-from radpath.evaluation.delong import delong_test
 from radpath.evaluation.ensemble import ensemble_predictions
 from radpath.evaluation.evaluate import (
     BOTH_MODALITIES,
@@ -58,6 +58,7 @@ from radpath.evaluation.predict import (
 )
 from radpath.evaluation.protocols import malignancy_auc, malignancy_scores, without_nan
 from radpath.evaluation.report import write_report
+from radpath.stats.delong import delong_test
 
 # What --checkpoint may name, and how the tables say it.
 CHECKPOINT_WORDS = {"best": "best on each fold's inner validation split",

@@ -18,17 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from radpath.evaluation.calibration import expected_calibration_error
 from radpath.evaluation.localisation import LocalisationMetric, scale_to_image
-from radpath.evaluation.metrics import (
-    Estimate,
+from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions
+from radpath.stats.calibration import expected_calibration_error
+from radpath.stats.estimate import Estimate
+from radpath.stats.metrics import (
     auc_with_ci,
     balanced_accuracy_with_ci,
     choose_threshold,
     quadratic_weighted_kappa,
     sensitivity_specificity_at,
 )
-from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions
 
 TASKS = {"malignancy": lambda label: label == 2, "abnormality": lambda label: label >= 1}
 # The group of units holding a mammogram and H&E. In a pseudo-paired cohort only benign

@@ -16,12 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from radpath.evaluation.metrics import (
-    Estimate,
-    _check_level,
-    _percentile_interval,
-    wilson_interval,
-)
+from radpath.stats.estimate import Estimate, check_level, percentile_interval, wilson_interval
 
 ToImage = Callable[[np.ndarray], np.ndarray]
 
@@ -126,7 +121,7 @@ class LocalisationMetric:
     """Accumulates, per lesion-bearing image, a pointing-game hit and a peak distance."""
 
     def __init__(self, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> None:
-        _check_level(level)
+        check_level(level)
         self.n_boot, self.seed, self.level = n_boot, seed, level
         self.reset()
 
@@ -149,6 +144,6 @@ class LocalisationMetric:
         distances = np.asarray(self._distances)
         rng = np.random.default_rng(self.seed)
         picked = rng.integers(0, len(distances), size=(self.n_boot, len(distances)))
-        low, high = _percentile_interval(distances[picked].mean(axis=1), self.level)
+        low, high = percentile_interval(distances[picked].mean(axis=1), self.level)
         mean = Estimate(float(distances.mean()), low, high, len(distances))
         return LocalisationResult(hit_rate, mean)

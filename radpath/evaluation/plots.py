@@ -17,16 +17,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import roc_curve
 
-from radpath.evaluation.calibration import expected_calibration_error, reliability_curve
-from radpath.evaluation.metrics import (
-    Estimate,
-    _check_level,
-    as_binary_labels,
-    as_scores,
-    auc_with_ci,
-    bootstrap_weights,
-    weighted_roc,
-)
+from radpath.stats.bootstrap import bootstrap_weights, weighted_roc
+from radpath.stats.calibration import expected_calibration_error, reliability_curve
+from radpath.stats.estimate import Estimate, as_binary_labels, as_scores, check_level
+from radpath.stats.metrics import auc_with_ci
 
 # The tab10 palette: distinct, colour-blind tolerant.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -49,7 +43,7 @@ def roc_band(y_true: Any, scores: Any, n_boot: int = 1000, seed: int = 0, *,
     Returns:
         ``fpr_grid``, ``tpr_low`` and ``tpr_high``, each ``(grid_size,)``.
     """
-    _check_level(level)
+    check_level(level)
     y_true = as_binary_labels(y_true)
     scores = as_scores(scores, len(y_true))
     if grid_size < 2:

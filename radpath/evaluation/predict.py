@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader
 
 from radpath.algorithms.base import Algorithm
 from radpath.atomic import atomic_path
+from radpath.batch.collate import collate_patients
+from radpath.batch.dataset import PatientBagDataset
 from radpath.data.cache import ArrayCache
 from radpath.data.preprocess import RecordPreprocessor, load_cached
-from radpath.engine.data import PatientBagDataset, collate_patients
 from radpath.engine.devices import batch_to
 
 MODALITY_OUTPUTS = ("mammo", "histo", "fused")

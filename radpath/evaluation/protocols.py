@@ -20,19 +20,19 @@ from typing import Any
 import numpy as np
 
 from radpath.atomic import atomic_path
+from radpath.batch.dataset import PatientBagDataset
 from radpath.data.manifest import Manifest, write_manifest
 from radpath.data.pairing import pair_modalities
 from radpath.data.splits import lodo_folds, split_patients
 from radpath.engine.checkpoint import load_run
 from radpath.engine.config import TrainConfig, with_algorithm
-from radpath.engine.data import PatientBagDataset
 from radpath.engine.devices import prediction_device
 from radpath.engine.run import train
 from radpath.errors import RadpathError
-from radpath.evaluation.delong import delong_test
-from radpath.evaluation.metrics import auc_with_ci
 from radpath.evaluation.predict import UnitPredictions, predict_dataset
 from radpath.evaluation.runner import make_predictor
+from radpath.stats.delong import delong_test
+from radpath.stats.metrics import auc_with_ci
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import numpy as np
 
 from radpath.atomic import atomic_path
 from radpath.evaluation.evaluate import applicable_tasks, groups_of, task_labels
-from radpath.evaluation.metrics import confusion
 from radpath.evaluation.plots import (
     ReliabilityCurve,
     RocCurve,
@@ -22,6 +21,7 @@ from radpath.evaluation.plots import (
     roc_figure,
 )
 from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions, ViewResult
+from radpath.stats.metrics import confusion
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}

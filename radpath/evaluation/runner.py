@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from radpath.atomic import atomic_path
+from radpath.batch.dataset import PatientBagDataset
 from radpath.data.manifest import Manifest
 from radpath.data.pairing import pairing_mode
 from radpath.data.preprocess import cache_manifest
 from radpath.data.workflow import read_paired
 from radpath.engine.checkpoint import LoadedRun, load_members
-from radpath.engine.data import PatientBagDataset
 from radpath.errors import RadpathError
 from radpath.evaluation.ensemble import ensemble_predictions
 from radpath.evaluation.evaluate import metric_rows, thresholds_from

@@ -34,19 +34,15 @@ import cv2
 import numpy as np
 import torch
 
+from radpath.batch.collate import collate_patients
+from radpath.batch.keys import PAIRING_CODES, SIDE_CODES
+from radpath.batch.tensors import MAMMO_MEAN, MAMMO_STD, tile_tensor
+from radpath.batch.units import interleave_ranks
 from radpath.data.io import read_image
 from radpath.data.mammo import Geometry
 from radpath.data.manifest import Record
 from radpath.data.preprocess import RecordPreprocessor
-from radpath.engine.batch import PAIRING_CODES, SIDE_CODES
 from radpath.engine.checkpoint import LoadedRun
-from radpath.engine.data import (
-    MAMMO_MEAN,
-    MAMMO_STD,
-    collate_patients,
-    interleave_ranks,
-    tile_tensor,
-)
 from radpath.errors import RadpathError
 from radpath.explain import render
 from radpath.explain.evidence import (

@@ -10,7 +10,7 @@
   architecture with every weight re-initialised; the Spearman rank correlation over the
   tokens should be low. A constant map (``mil`` within one view) has no ranking: NaN.
 * Localisation hit: the map's peak (over the breast) lies in a grid cell marked by
-  :func:`radpath.engine.data.lesion_map` (its centre inside a lesion circle, or holding
+  :func:`radpath.batch.dataset.lesion_map` (its centre inside a lesion circle, or holding
   the lesion's centre).
 """
 
@@ -24,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from radpath.engine.data import MAMMO_MEAN, MAMMO_STD, lesion_map
+from radpath.batch.tensors import MAMMO_MEAN, MAMMO_STD, lesion_map
 from radpath.explain.evidence import breast_cells
 from radpath.explain.maps import explaining
 from radpath.models.crossmodal import CrossModalModel

@@ -188,7 +188,7 @@ def compute_maps(model: CrossModalModel, batch: Mapping[str, Tensor],
 
     Args:
         model: the cross-modal model (left in the training mode it came in).
-        batch: a batch of one unit (:func:`radpath.engine.data.collate_patients`).
+        batch: a batch of one unit (:func:`radpath.batch.dataset.collate_patients`).
         kinds: which of :data:`MAP_KINDS` to compute.
         out: the model's outputs on ``batch`` in evaluation mode, when already computed.
     """

@@ -1,6 +1,6 @@
 """The cross-modal model: shared ViT, per-modality MIL pooling, and the task heads.
 
-It consumes the patient batch of :mod:`radpath.engine.batch`. A unit may hold mammograms,
+It consumes the patient batch of :mod:`radpath.batch.keys`. A unit may hold mammograms,
 histology tiles, both or (rarely) neither; every output exists for every unit, with zeros
 (or the head's response to zero features) where a modality is missing, so the losses only
 need the ``has_*`` and ``*_mask`` flags to select what counts.
@@ -21,6 +21,7 @@ import pydantic
 import torch
 from torch import Tensor, nn
 
+from radpath.batch.tensors import valid_rows
 from radpath.models.backbone import MODALITIES, NUM_PREFIX_TOKENS, BackboneConfig, SharedBackbone
 from radpath.models.heads import BinaryHead, LocalisationHead, OrdinalHead
 from radpath.models.mil import GatedAttentionPool
@@ -167,7 +168,7 @@ class CrossModalModel(nn.Module):
 
     def forward(self, batch: Mapping[str, Tensor], *,
                 mixstyle: nn.Module | None = None) -> dict[str, Tensor]:
-        """All outputs for a patient batch (keys in the module docstring of ``engine.batch``).
+        """All outputs for a patient batch (keys in the module docstring of ``radpath.batch.keys``).
 
         Returns:
             ``{m}_logit`` (B,), ``fused_logit`` (B,), ``{m}_feat`` and ``fused_feat`` (B, D),
@@ -474,16 +475,3 @@ def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tens
     the valid tiles."""
     count = mask.sum(dim=1)
     return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)
-
-
-def valid_rows(batch: Mapping[str, Tensor], modality: str) -> Tensor:
-    """Flat positions (``unit * bag + slot``) of the images of ``modality`` that exist.
-
-    The batch's ``{modality}_rows`` when it has them: the collate function finds them on
-    the host, where finding them from the masks on a GPU would wait for the device.
-    """
-    rows = batch.get(f"{modality}_rows")
-    if rows is not None:
-        return rows
-    mask = batch[f"{modality}_mask"].bool() & batch[f"has_{modality}"].bool()[:, None]
-    return mask.reshape(-1).nonzero().squeeze(1)

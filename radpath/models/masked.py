@@ -24,8 +24,9 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from radpath.batch.tensors import valid_rows
 from radpath.models.backbone import IN_CHANS, MODALITIES, NUM_PREFIX_TOKENS
-from radpath.models.crossmodal import CrossModalModel, valid_rows
+from radpath.models.crossmodal import CrossModalModel
 
 
 class MaskedImageModel(nn.Module):

@@ -1,7 +1,7 @@
 """Patient-level cross-modal alignment: a CLIP-style symmetric InfoNCE with label-aware masking.
 
 Each valid batch row holds one mammography embedding and one histology embedding of the
-same unit (a true pair or a label-matched pseudo-pair, see :mod:`radpath.engine.batch`).
+same unit (a true pair or a label-matched pseudo-pair, see :mod:`radpath.batch.keys`).
 The loss pulls each row's two embeddings together and pushes them away from the other
 rows' embeddings, in both directions (mammography -> histology and back), as open_clip's
 ``ClipLoss`` does.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radpath.engine.batch import PAIRING_CODES
+from radpath.batch.keys import PAIRING_CODES
 
 TRUE_PAIR = PAIRING_CODES["true"]
 PSEUDO_PAIR = PAIRING_CODES["pseudo"]

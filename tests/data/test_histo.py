@@ -10,11 +10,12 @@ import pydantic
 import pytest
 import tifffile
 from PIL import Image
-from skimage.color import rgb2lab
+from skimage.color import hed2rgb, rgb2lab
 
 from radpath.data.histo import (
     HistoConfig,
     StainNormalizer,
+    _rgb2hed,
     hed_jitter,
     most_tissue_rich,
     tile_image,
@@ -303,5 +304,15 @@ def test_hed_jitter_of_strength_zero_is_identity() -> None:
 @pytest.mark.parametrize("value", [0, 255])
 def test_hed_jitter_on_extreme_tiles_is_finite(value: int) -> None:
     tile = np.full((16, 16, 3), value, dtype=np.uint8)
+    # The float stain amounts themselves are finite (the uint8 output is clipped, so it
+    # could never show a NaN): black's log is floored at 1e-6, white's log(1) is 0.
+    stains = _rgb2hed(tile)
+    assert np.isfinite(stains).all()
+    assert np.isfinite(hed2rgb(stains * 1.5 + 0.5)).all()
     out = hed_jitter(tile, np.random.default_rng(0), sigma=0.5, bias=0.5)
     assert out.dtype == np.uint8 and out.shape == tile.shape
+    # A uniform tile stays uniform (every pixel got the same stain change), and a change of
+    # strength zero gives the extreme tile back.
+    assert (out == out[0, 0]).all()
+    unchanged = hed_jitter(tile, np.random.default_rng(0), sigma=0.0, bias=0.0)
+    assert np.abs(unchanged.astype(int) - value).max() <= 1

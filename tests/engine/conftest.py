@@ -1,7 +1,7 @@
 """The training fixtures live in tests/conftest.py; REPO stays importable from here."""
 
+from radpath.batch.dataset import PatientBagDataset
 from radpath.data.manifest import read_manifest
-from radpath.engine.data import PatientBagDataset
 from tests.conftest import REPO_ROOT as REPO
 
 __all__ = ["REPO", "images_per_epoch"]

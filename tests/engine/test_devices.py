@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from radpath.batch.dataset import PatientBagDataset
 from radpath.engine.config import TrainerConfig
-from radpath.engine.data import PatientBagDataset
 from radpath.engine.devices import batch_to, prediction_device, resolve_device
 from radpath.errors import RadpathError
 from radpath.evaluation.predict import predict_dataset

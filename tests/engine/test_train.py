@@ -196,7 +196,7 @@ def test_two_process_ddp_on_cpu(tiny_manifest, tiny_config, tmp_path):
 
 def test_checkpoints_follow_the_per_modality_auc_not_the_fused_one():
     from radpath.engine.module import monitored_auc
-    from radpath.evaluation.metrics import NAN_ESTIMATE, Estimate
+    from radpath.stats.estimate import NAN_ESTIMATE, Estimate
 
     def auc(value):
         return Estimate(value, value, value, 10)

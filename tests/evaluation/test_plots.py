@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radpath.evaluation.metrics import confusion
 from radpath.evaluation.plots import (
     ReliabilityCurve,
     RocCurve,
@@ -17,6 +16,7 @@ from radpath.evaluation.plots import (
     roc_band,
     roc_figure,
 )
+from radpath.stats.metrics import confusion
 
 
 def _data(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -158,8 +158,13 @@ def test_colour_image_as_mammogram_is_refused(loaded_run, case_files, tmp_path):
 
 def test_grey_saved_as_rgb_is_accepted(loaded_run, case_files, tmp_path):
     grey = np.asarray(Image.open(case_files["mammo"][0]).convert("L"))
-    path = write_png(tmp_path / "grey-rgb.png", np.dstack([grey] * 3))
-    validate_explanation(explain_case(loaded_run, [path]).to_json())
+    as_rgb = explain_case(loaded_run, [write_png(tmp_path / "grey-rgb.png",
+                                                 np.dstack([grey] * 3))]).to_json()
+    as_grey = explain_case(loaded_run, [write_png(tmp_path / "grey.png", grey)]).to_json()
+    validate_explanation(as_rgb)
+    # Same pixels, one channel or three: the same case, to the last digit.
+    assert as_rgb["predictions"] == as_grey["predictions"]
+    assert as_rgb["regions"] == as_grey["regions"]
 
 
 def test_too_small_and_grey_histology_are_refused(loaded_run, case_files, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of radpath.models, and a random patient batch shaped as in radpath.engine.batch."""
+"""Tests of radpath.models, and a random patient batch shaped as in radpath.batch.keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ PATCH = 8  # the patch size of the registered "vit_test" backbone
 
 def random_batch(units: int = 4, views: int = 2, tiles: int = 3, size: int = 32,
                  histo_size: int = 32, seed: int = 0) -> dict[str, Tensor]:
-    """A random batch with mixed modalities (see radpath/engine/batch.py for the keys).
+    """A random batch with mixed modalities (see radpath/batch/keys.py for the keys).
 
     For the default 4 units: unit 0 has both modalities with its second view and third
     tile missing, unit 1 only mammograms, unit 2 only tiles (second tile missing), and

@@ -4,8 +4,9 @@ import pydantic
 import pytest
 import torch
 
+from radpath.batch.tensors import valid_rows
 from radpath.models.backbone import BackboneConfig
-from radpath.models.crossmodal import CrossModalModel, ModelConfig, valid_rows
+from radpath.models.crossmodal import CrossModalModel, ModelConfig
 from tests.models import CountingMixStyle, random_batch
 
 B, V, T, D = 4, 2, 3, 64

@@ -1,22 +1,19 @@
-"""Patient bags: manifest units to the tensors of :mod:`radpath.engine.batch`.
+"""Patient bags: manifest units to the tensors of :mod:`radpath.batch.keys`.
 
 A *unit* is a true pair or a pseudo-pair (records sharing a ``pair_id``), or else one
 patient. Each unit becomes one dataset item: its mammogram views (at most ``max_views``)
 and a bag of H&E tiles pooled over all its histology images (``max_tiles`` drawn per
 training epoch, ``eval_tiles`` when predicting).
-Items hold variable numbers of views and tiles; :func:`collate_patients` pads them.
+Items hold variable numbers of views and tiles;
+:func:`~radpath.batch.collate.collate_patients` pads them.
 
-Arrays come from the preprocessing cache (computed on a miss). Tensors are normalised:
-
-* mammograms: ``(x - 0.5) / 0.25`` on the [0, 1] preprocessed image, so the breast sits
-  roughly around zero and the (zero) background at -2;
-* H&E tiles: ImageNet mean and standard deviation, after augmentation, as pretrained
-  backbones expect.
+Arrays come from the preprocessing cache (computed on a miss). Tensors are normalised as
+:mod:`radpath.batch.tensors` says (H&E tiles after augmentation).
 
 Training draws (tile subsets, augmentation) come from ``np.random.default_rng((seed,
 epoch, index))``, so an item depends on the seed, the epoch and its index only, never on
 the worker that loads it. The epoch comes with the key, ``dataset[(epoch, index)]``, as the
-training loaders' :class:`~radpath.engine.sampler.EpochTagged` sampler gives it, so that
+training loaders' :class:`~radpath.batch.sampler.EpochTagged` sampler gives it, so that
 persistent workers need not be told; a plain index takes the epoch of
 :meth:`PatientBagDataset.set_epoch`.
 """
@@ -25,28 +22,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pydantic
 import torch
 from torch.utils.data import Dataset
 
+from radpath.batch.keys import LABEL_CODES, MALIGNANT, PAIRING_CODES, SIDE_CODES
+from radpath.batch.tensors import MAMMO_MEAN, MAMMO_STD, lesion_map, tile_tensor
+from radpath.batch.units import Unit, build_units, interleave_ranks
 from radpath.data.cache import ArrayCache, ArrayMemory
 from radpath.data.histo import hed_jitter
 from radpath.data.manifest import MODALITIES, Manifest, Record
 from radpath.data.pairing import pairing_mode as _records_pairing_mode
-from radpath.data.pairing import patient_label
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
-from radpath.engine.batch import LABEL_CODES, MALIGNANT, PAIRING_CODES, SIDE_CODES
-from radpath.models.crossmodal import valid_rows
-
-T = TypeVar("T")
-
-MAMMO_MEAN, MAMMO_STD = 0.5, 0.25
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 class DataConfig(pydantic.BaseModel):
@@ -119,96 +109,6 @@ class DataConfig(pydantic.BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class Unit:
-    """The records of one unit and its unit-level metadata."""
-
-    unit_id: str
-    mammo: tuple[Record, ...]
-    histo: tuple[Record, ...]
-    label: str
-    grade: int
-    pairing: str
-    mammo_domain: str
-    histo_domain: str
-    patient_ids: tuple[str, ...]
-
-
-def _unit_key(record: Record) -> str:
-    if record.pairing in ("true", "pseudo") and record.pair_id:
-        return record.pair_id
-    return record.patient_id
-
-
-def _grade(records: Sequence[Record], column: str) -> int:
-    """The highest grade among the records, or -1 when none has one."""
-    grades = [int(float(v)) for r in records if (v := str(getattr(r, column, "")).strip())]
-    return max(grades, default=-1)
-
-
-def count_grades(records: Sequence[Record], column: str = "grade") -> int:
-    """Ordered grades a cohort uses: its highest grade + 1, or 0 when none has a grade."""
-    return _grade(records, column) + 1
-
-
-def build_units(records: Sequence[Record], *, max_views: int,
-                grade_column: str = "grade") -> list[Unit]:
-    """Group records into units, in order of first appearance.
-
-    Mammograms are ordered by (laterality, view, image id) and cut to ``max_views``;
-    histology images are ordered by image id.
-    """
-    groups: dict[str, list[Record]] = {}
-    for record in records:
-        groups.setdefault(_unit_key(record), []).append(record)
-    units = []
-    for unit_id, members in groups.items():
-        mammo = sorted((r for r in members if r.modality == "mammo"),
-                       key=lambda r: (r.laterality, r.view, r.image_id))[:max_views]
-        histo = sorted((r for r in members if r.modality == "histo"), key=lambda r: r.image_id)
-        units.append(Unit(
-            unit_id=unit_id, mammo=tuple(mammo), histo=tuple(histo),
-            label=patient_label(members), grade=_grade(members, grade_column),
-            pairing=members[0].pairing or "unpaired",
-            mammo_domain=mammo[0].domain if mammo else "",
-            histo_domain=histo[0].domain if histo else "",
-            patient_ids=tuple(dict.fromkeys(r.patient_id for r in members))))
-    return units
-
-
-def lesion_map(lesions: np.ndarray, size: int, patch: int) -> np.ndarray:
-    """A (size // patch)^2 map: 1 on cells whose centre lies inside a lesion circle.
-
-    Args:
-        lesions: (K, 3) circles ``x, y, r`` in pixels of the ``size`` x ``size`` image.
-        size: side of the image.
-        patch: side of a grid cell.
-
-    Returns:
-        float32 (g, g) map. A lesion smaller than a cell still marks the cell holding its
-        centre.
-    """
-    grid = size // patch
-    out = np.zeros((grid, grid), dtype=np.float32)
-    centres = (np.arange(grid, dtype=np.float64) + 0.5) * patch
-    for x, y, r in np.asarray(lesions, dtype=np.float64).reshape(-1, 3):
-        inside = (centres[None, :] - x) ** 2 + (centres[:, None] - y) ** 2 <= r * r
-        out[inside] = 1.0
-        i, j = math.floor(y / patch), math.floor(x / patch)
-        if 0 <= i < grid and 0 <= j < grid:
-            out[i, j] = 1.0
-    return out
-
-
-def interleave_ranks(stacks: Sequence[Sequence[T]]) -> list[T]:
-    """Tiles of several images, rank by rank: every image's best tile, then the second...
-
-    The one order of a unit's tiles, so that a prediction and its explanation that keep the
-    first ``eval_tiles`` keep the same ones.
-    """
-    order = sorted((rank, k) for k, s in enumerate(stacks) for rank in range(len(s)))
-    return [stacks[k][rank] for rank, k in order]
-
 
 def _augment_mammo(image: np.ndarray, rng: np.random.Generator,
                    config: DataConfig) -> np.ndarray:
@@ -251,7 +151,8 @@ def _augment_tile(tile: np.ndarray, rng: np.random.Generator, config: DataConfig
 
 
 class PatientBagDataset(Dataset):
-    """One item per unit: variable-length views and tiles, padded by :func:`collate_patients`.
+    """One item per unit: variable-length views and tiles, padded by
+    :func:`~radpath.batch.collate.collate_patients`.
 
     Args:
         manifest: the records (with pairing columns; unpaired records are single patients).
@@ -265,7 +166,7 @@ class PatientBagDataset(Dataset):
 
     Attributes:
         units: the units, in order of first appearance.
-        labels: label code per unit (:data:`radpath.engine.batch.LABEL_CODES`).
+        labels: label code per unit (:data:`radpath.batch.keys.LABEL_CODES`).
         modality_domains: per unit ``{modality: domain}`` for each modality it holds, for
             balanced sampling.
         num_grades: the highest grade + 1, or 0 when no unit has a grade.
@@ -377,66 +278,6 @@ class PatientBagDataset(Dataset):
         if augment and rng is not None:
             tiles = np.stack([_augment_tile(t, rng, self.config) for t in tiles])
         return tile_tensor(tiles)
-
-
-def tile_tensor(tiles: np.ndarray) -> torch.Tensor:
-    """8-bit RGB tiles ``(N, h, w, 3)`` as the model reads them: ``(N, 3, h, w)``, ImageNet
-    normalised."""
-    scaled = (np.asarray(tiles).astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
-
-
-def _pad(tensors: Sequence[torch.Tensor], length: int, fill: float = 0
-         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack (n_i, ...) tensors into (B, length, ...) padded with ``fill``, and the
-    (B, length) mask."""
-    out = torch.full((len(tensors), length, *tensors[0].shape[1:]), fill,
-                     dtype=tensors[0].dtype)
-    mask = torch.zeros(len(tensors), length, dtype=torch.bool)
-    for b, tensor in enumerate(tensors):
-        out[b, : len(tensor)] = tensor
-        mask[b, : len(tensor)] = True
-    return out, mask
-
-
-def loader_options(config: DataConfig, seed: int) -> dict[str, Any]:
-    """DataLoader options shared by every training loader: batches, workers, generator.
-
-    Workers persist, keeping their in-memory caches, since the epoch comes with each key.
-    The generator is the loader's own: a loader draws its workers' base seed on every new
-    iterator (each epoch in the main process, once with persistent workers), and drawn from
-    the global generator that would shift every later global draw (masks, drop-path) by a
-    number that depends on ``num_workers``.
-    """
-    return {"collate_fn": collate_patients, "num_workers": config.num_workers,
-            "persistent_workers": config.num_workers > 0,
-            "generator": torch.Generator().manual_seed(seed)}
-
-
-def collate_patients(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pad views and tiles to the batch's longest unit (at least 1) into the batch contract.
-
-    Returns:
-        The keys of :mod:`radpath.engine.batch` with their shapes and dtypes, plus
-        ``unit_id`` (a list of strings).
-    """
-    if not items:
-        raise ValueError("collate_patients needs at least one item")
-    views = max(1, *(len(item["mammo"]) for item in items))
-    tiles = max(1, *(len(item["histo"]) for item in items))
-    batch: dict[str, Any] = {"unit_id": [item["unit_id"] for item in items]}
-    batch["mammo"], batch["mammo_mask"] = _pad([i["mammo"] for i in items], views)
-    batch["histo"], batch["histo_mask"] = _pad([i["histo"] for i in items], tiles)
-    batch["lesion_map"], _ = _pad([i["lesion_map"] for i in items], views)
-    batch["lesion_known"], _ = _pad([i["lesion_known"] for i in items], views)
-    for key in ("mammo_side", "mammo_view_label"):  # -1: no view there
-        batch[key], _ = _pad([i[key] for i in items], views, fill=-1)
-    for key in ("has_mammo", "has_histo", "label", "malignant", "grade", "mammo_domain",
-                "histo_domain", "pairing"):
-        batch[key] = torch.stack([item[key] for item in items])
-    for modality in ("mammo", "histo"):
-        batch[f"{modality}_rows"] = valid_rows(batch, modality)
-    return batch
 
 
 def unit_table(dataset: PatientBagDataset) -> list[dict[str, Any]]:

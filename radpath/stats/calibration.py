@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from radpath.evaluation.metrics import (
-    _BLOCK_CELLS,
+from radpath.stats.bootstrap import BLOCK_CELLS
+from radpath.stats.estimate import (
+    Cumulative,
     Estimate,
-    _check_level,
-    _Cumulative,
-    _percentile_interval,
     as_binary_labels,
     as_scores,
+    check_level,
+    percentile_interval,
 )
 
 STRATEGIES = ("uniform", "quantile")
@@ -88,7 +88,7 @@ def expected_calibration_error(y_true: Any, probabilities: Any, n_bins: int = 10
         seed: seed of the resampling.
         level: confidence level.
     """
-    _check_level(level)
+    check_level(level)
     y_true, probabilities = _checked(y_true, probabilities)
     n = len(y_true)
     edges = bin_edges(probabilities, n_bins, strategy)
@@ -100,7 +100,7 @@ def expected_calibration_error(y_true: Any, probabilities: Any, n_bins: int = 10
     gap = y_true - probabilities
     value = float(np.abs(np.bincount(index, weights=gap, minlength=n_bins)).sum() / n)
     rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_CELLS // n)
+    block = max(1, BLOCK_CELLS // n)
     draws = []
     for start in range(0, n_boot, block):
         size = min(block, n_boot - start)
@@ -108,17 +108,17 @@ def expected_calibration_error(y_true: Any, probabilities: Any, n_bins: int = 10
         keys = (index[picked] + (np.arange(size) * n_bins)[:, None]).ravel()
         sums = np.bincount(keys, weights=gap[picked].ravel(), minlength=size * n_bins)
         draws.append(np.abs(sums.reshape(size, n_bins)).sum(axis=1) / n)
-    low, high = _percentile_interval(np.concatenate(draws), level)
+    low, high = percentile_interval(np.concatenate(draws), level)
     return Estimate(value, low, high, n)
 
 
-class CalibrationError(_Cumulative):
+class CalibrationError(Cumulative):
     """Accumulating expected calibration error (see :func:`expected_calibration_error`)."""
 
     def __init__(self, n_bins: int = 10, *, strategy: str = "uniform", n_boot: int = 1000,
                  seed: int = 0, level: float = 0.95) -> None:
         bin_edges(np.empty(0), n_bins, strategy)  # validates the arguments now
-        _check_level(level)
+        check_level(level)
         self.n_bins, self.strategy = n_bins, strategy
         self.n_boot, self.seed, self.level = n_boot, seed, level
         super().__init__()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from radpath.evaluation.delong import (
+from radpath.stats.delong import (
     DeLongComparison,
     delong_ci,
     delong_covariance,

@@ -129,7 +129,7 @@ class EpochShuffle(Sampler[int]):
 class EpochTagged(Sampler[tuple[int, int]]):
     """``(epoch, index)`` for each index of ``sampler``: the epoch travels with the index.
 
-    :class:`~radpath.engine.data.PatientBagDataset` makes an item's draws from the epoch in
+    :class:`~radpath.batch.dataset.PatientBagDataset` makes an item's draws from the epoch in
     its key, so workers need not be restarted each epoch to learn it (and lose their
     in-memory cache). :meth:`set_epoch`, which Lightning calls each epoch, also sets the
     wrapped sampler's epoch.

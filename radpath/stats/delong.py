@@ -19,13 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from radpath.evaluation.metrics import (
-    Estimate,
-    _check_level,
-    _Cumulative,
-    as_binary_labels,
-    as_scores,
-)
+from radpath.stats.estimate import Cumulative, Estimate, as_binary_labels, as_scores, check_level
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ def delong_test(y_true: Any, scores_a: Any, scores_b: Any, *,
     equal, ``z = 0`` and ``p = 1``; if they differ with zero variance, ``z = ±inf`` and
     ``p = 0``. The interval of the difference is the normal one, clipped to [-1, 1].
     """
-    _check_level(level)
+    check_level(level)
     y_true, scores = _checked(y_true, scores_a, scores_b)
     aucs, covariance = delong_covariance(y_true, scores)
     difference = float(aucs[0] - aucs[1])
@@ -117,7 +111,7 @@ def delong_test(y_true: Any, scores_a: Any, scores_b: Any, *,
 
 def delong_ci(y_true: Any, scores: Any, *, level: float = 0.95) -> Estimate:
     """One AUC with its DeLong-variance normal interval, clipped to [0, 1]."""
-    _check_level(level)
+    check_level(level)
     y_true, stacked = _checked(y_true, scores)
     aucs, covariance = delong_covariance(y_true, stacked)
     half = float(norm.ppf(0.5 + level / 2.0)) * np.sqrt(max(0.0, float(covariance[0, 0])))
@@ -126,11 +120,11 @@ def delong_ci(y_true: Any, scores: Any, *, level: float = 0.95) -> Estimate:
                     len(y_true))
 
 
-class DeLongComparison(_Cumulative):
+class DeLongComparison(Cumulative):
     """Accumulating DeLong comparison of two classifiers scored on the same cases."""
 
     def __init__(self, *, level: float = 0.95) -> None:
-        _check_level(level)
+        check_level(level)
         self.level = level
         super().__init__()
 

@@ -6,21 +6,19 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
 
-from radpath.evaluation.metrics import (
+from radpath.stats.bootstrap import bootstrap_weights, weighted_roc
+from radpath.stats.estimate import Estimate, wilson_interval
+from radpath.stats.metrics import (
     AUC,
     BalancedAccuracy,
     ConfusionMatrix,
-    Estimate,
     QuadraticKappa,
     auc_with_ci,
     balanced_accuracy_with_ci,
-    bootstrap_weights,
     choose_threshold,
     confusion,
     quadratic_weighted_kappa,
     sensitivity_specificity_at,
-    weighted_roc,
-    wilson_interval,
 )
 
 
@@ -194,7 +192,7 @@ def test_estimate_prints_interval():
 def test_bootstrap_interval_covers_the_true_auc_about_95_percent_of_the_time():
     from math import erf, sqrt
 
-    from radpath.evaluation.metrics import auc_with_ci
+    from radpath.stats.metrics import auc_with_ci
 
     separation = 1.0
     true_auc = 0.5 * (1 + erf(separation / sqrt(2) / sqrt(2)))  # binormal: Phi(d / sqrt 2)

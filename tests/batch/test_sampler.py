@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from radpath.engine.sampler import (
+from radpath.batch.sampler import (
     BalancedUnitSampler,
     EpochShuffle,
     EpochTagged,

@@ -15,153 +15,23 @@ test split would report an optimistic operating point.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A metric value with its 95% confidence interval and the number of cases."""
-
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] (n={self.n})"
-
-
-NAN_ESTIMATE = Estimate(float("nan"), float("nan"), float("nan"), 0)
-
-# Bootstrap work is done in blocks of about this many (resample, row) cells, to bound memory.
-_BLOCK_CELLS = 2_000_000
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def as_binary_labels(y: Any, name: str = "y_true") -> np.ndarray:
-    """Check that ``y`` is a 1-D array of 0/1 labels and return it as int."""
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
-    if y.dtype == bool:
-        return y.astype(int)
-    if not np.issubdtype(y.dtype, np.number):
-        raise ValueError(f"{name} must hold 0/1 labels, got dtype {y.dtype}")
-    bad = np.unique(y[~np.isin(y, (0, 1))])
-    if bad.size:
-        raise ValueError(f"{name} must hold 0/1 labels only; found {bad[:5].tolist()}")
-    return y.astype(int)
-
-
-def as_scores(scores: Any, n: int, name: str = "scores") -> np.ndarray:
-    """Check that ``scores`` is 1-D, finite and of length ``n``; return it as float64."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {scores.shape}")
-    if len(scores) != n:
-        raise ValueError(f"{name} has {len(scores)} values but the labels have {n}")
-    bad = np.flatnonzero(~np.isfinite(scores))
-    if bad.size:
-        raise ValueError(f"{name} holds {bad.size} non-finite values (NaN/inf), first at "
-                         f"index {int(bad[0])}: {scores[bad[0]]}")
-    return scores
-
-
-def _check_level(level: float) -> None:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-
-
-def _percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
-    draws = draws[np.isfinite(draws)]
-    if draws.size == 0:
-        return float("nan"), float("nan")
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(draws, [tail, 1.0 - tail])
-    return float(low), float(high)
-
-
-def wilson_interval(successes: int, n: int, level: float = 0.95) -> Estimate:
-    """A proportion with its Wilson score interval (NaNs, ``n=0`` when ``n`` is 0)."""
-    _check_level(level)
-    if n < 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
-    if n == 0:
-        return NAN_ESTIMATE
-    z = float(norm.ppf(0.5 + level / 2.0))
-    p = successes / n
-    denominator = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n)
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-
-def bootstrap_weights(y: np.ndarray, groups: Any | None, n_boot: int,
-                      rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Row weights of a class-stratified, patient-level bootstrap, in blocks.
-
-    Patients (``groups``; each row its own patient when None) are drawn with replacement
-    within their class, a patient's class being the maximum label of its rows; a drawn
-    patient brings all its rows. Yields ``(block, n_rows)`` arrays of how many times each
-    row was drawn, ``n_boot`` rows in all.
-    """
-    if groups is None:
-        patient = np.arange(len(y))
-    else:
-        _, patient = np.unique(np.asarray(groups), return_inverse=True)
-        patient = patient.ravel()
-    patient_label = np.zeros(patient.max(initial=-1) + 1, dtype=int)
-    np.maximum.at(patient_label, patient, y)
-    strata = [np.flatnonzero(patient_label == c) for c in (1, 0)]
-    block = max(1, _BLOCK_CELLS // max(1, len(y)))
-    for start in range(0, n_boot, block):
-        size = min(block, n_boot - start)
-        counts = np.zeros((size, len(patient_label)))
-        for members in strata:
-            if len(members):
-                uniform = np.full(len(members), 1.0 / len(members))
-                counts[:, members] = rng.multinomial(len(members), uniform, size=size)
-        yield counts[:, patient]
-
-
-def weighted_roc(scores: np.ndarray, y: np.ndarray,
-                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ROC curves of weighted cases, one per row of ``weights``.
-
-    Returns ``(fpr, tpr)``, each ``(n_weights, n_distinct_scores + 1)``, from the highest
-    threshold (nothing called positive) down; tied scores move together.
-    """
-    order = np.argsort(-scores, kind="stable")
-    ranked = scores[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    w = weights[:, order]
-    pos = np.add.reduceat(w * y[order], starts, axis=1)
-    neg = np.add.reduceat(w * (1 - y[order]), starts, axis=1)
-    zeros = np.zeros((len(w), 1))
-    tp = np.concatenate([zeros, np.cumsum(pos, axis=1)], axis=1)
-    fp = np.concatenate([zeros, np.cumsum(neg, axis=1)], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return fp / fp[:, -1:], tp / tp[:, -1:]
-
-
-def _trapezoid_auc(fpr: np.ndarray, tpr: np.ndarray) -> np.ndarray:
-    # Trapezoids over tied groups give ties half credit: the Mann-Whitney AUC.
-    return (np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2.0).sum(axis=1)
-
+from radpath.stats.bootstrap import BLOCK_CELLS, bootstrap_weights, trapezoid_auc, weighted_roc
+from radpath.stats.estimate import (
+    NAN_ESTIMATE,
+    Cumulative,
+    Estimate,
+    as_binary_labels,
+    as_scores,
+    check_level,
+    percentile_interval,
+    wilson_interval,
+)
 
 # --------------------------------------------------------------------------- AUC
 
@@ -183,7 +53,7 @@ def auc_with_ci(y_true: np.ndarray, scores: np.ndarray, *, groups: Any | None = 
     Returns:
         The estimate, or NaNs with ``n`` set when only one class is present.
     """
-    _check_level(level)
+    check_level(level)
     y_true = as_binary_labels(y_true)
     scores = as_scores(scores, len(y_true))
     n_cases = len(y_true)
@@ -208,39 +78,17 @@ def auc_with_ci(y_true: np.ndarray, scores: np.ndarray, *, groups: Any | None = 
     else:
         # Patients bring unequal numbers of rows, so weight rows and integrate the weighted
         # ROC: O(n_boot x rows) after one sort, no pair matrix.
-        draws = np.concatenate([_trapezoid_auc(*weighted_roc(scores, y_true, w))
+        draws = np.concatenate([trapezoid_auc(*weighted_roc(scores, y_true, w))
                                 for w in bootstrap_weights(y_true, groups, n_boot, rng)])
-    low, high = _percentile_interval(draws, level)
+    low, high = percentile_interval(draws, level)
     return Estimate(value, low, high, n_cases)
 
 
-class _Cumulative:
-    """Gathers aligned 1-D arrays over ``update`` calls."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._parts: list[tuple[np.ndarray, ...]] = []
-
-    def _append(self, *arrays: Any) -> None:
-        arrays = tuple(np.atleast_1d(np.asarray(a)) for a in arrays)
-        lengths = {len(a) for a in arrays}
-        if len(lengths) != 1:
-            raise ValueError(f"update() got arrays of different lengths {sorted(lengths)}")
-        self._parts.append(arrays)
-
-    def _gathered(self) -> tuple[np.ndarray, ...]:
-        if not self._parts:
-            raise ValueError(f"{type(self).__name__}.compute() called before any update()")
-        return tuple(np.concatenate(column) for column in zip(*self._parts, strict=True))
-
-
-class AUC(_Cumulative):
+class AUC(Cumulative):
     """Accumulating ROC AUC with its bootstrap interval (see :func:`auc_with_ci`)."""
 
     def __init__(self, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> None:
-        _check_level(level)
+        check_level(level)
         self.n_boot, self.seed, self.level = n_boot, seed, level
         super().__init__()
 
@@ -337,7 +185,7 @@ def balanced_accuracy_with_ci(y_true: Any, s_or_pred: Any, threshold: float = 0.
     Returns:
         The estimate, or NaNs with ``n`` set when only one class is present.
     """
-    _check_level(level)
+    check_level(level)
     y_true = as_binary_labels(y_true)
     called = _predictions(s_or_pred, len(y_true), threshold)
     n_pos, n_neg = int(y_true.sum()), int(len(y_true) - y_true.sum())
@@ -349,16 +197,16 @@ def balanced_accuracy_with_ci(y_true: Any, s_or_pred: Any, threshold: float = 0.
     rng = np.random.default_rng(seed)
     draws = (rng.binomial(n_pos, sensitivity, n_boot) / n_pos
              + rng.binomial(n_neg, specificity, n_boot) / n_neg) / 2.0
-    low, high = _percentile_interval(draws, level)
+    low, high = percentile_interval(draws, level)
     return Estimate(float((sensitivity + specificity) / 2.0), low, high, len(y_true))
 
 
-class BalancedAccuracy(_Cumulative):
+class BalancedAccuracy(Cumulative):
     """Accumulating balanced accuracy at a frozen threshold."""
 
     def __init__(self, threshold: float = 0.5, *, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> None:
-        _check_level(level)
+        check_level(level)
         self.threshold, self.n_boot, self.seed, self.level = threshold, n_boot, seed, level
         super().__init__()
 
@@ -411,7 +259,7 @@ def quadratic_weighted_kappa(y_true: Any, y_pred: Any, num_classes: int | None =
     an unseen class in between shrinks the distances); with ``num_classes`` they are
     ``0 .. num_classes - 1``. NaN when kappa is undefined (a single class).
     """
-    _check_level(level)
+    check_level(level)
     t = _integer_labels(y_true, "y_true")
     p = _integer_labels(y_pred, "y_pred")
     if len(t) != len(p):
@@ -433,23 +281,23 @@ def quadratic_weighted_kappa(y_true: Any, y_pred: Any, num_classes: int | None =
     value = float(_kappa_from_counts(np.bincount(codes, minlength=k * k), k)[0])
     rng = np.random.default_rng(seed)
     n = len(codes)
-    block = max(1, _BLOCK_CELLS // n)
+    block = max(1, BLOCK_CELLS // n)
     draws = []
     for start in range(0, n_boot, block):
         size = min(block, n_boot - start)
         picked = codes[rng.integers(0, n, size=(size, n))]
         keys = (picked + (np.arange(size) * k * k)[:, None]).ravel()
         draws.append(_kappa_from_counts(np.bincount(keys, minlength=size * k * k), k))
-    low, high = _percentile_interval(np.concatenate(draws), level)
+    low, high = percentile_interval(np.concatenate(draws), level)
     return Estimate(value, low, high, n)
 
 
-class QuadraticKappa(_Cumulative):
+class QuadraticKappa(Cumulative):
     """Accumulating quadratic-weighted kappa (see :func:`quadratic_weighted_kappa`)."""
 
     def __init__(self, num_classes: int | None = None, *, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95) -> None:
-        _check_level(level)
+        check_level(level)
         self.num_classes, self.n_boot, self.seed, self.level = num_classes, n_boot, seed, level
         super().__init__()
 
@@ -482,7 +330,7 @@ def confusion(y_true: Any, y_pred: Any, labels: Sequence[Any]) -> np.ndarray:
     return matrix
 
 
-class ConfusionMatrix(_Cumulative):
+class ConfusionMatrix(Cumulative):
     """Accumulating confusion counts (see :func:`confusion`)."""
 
     def __init__(self, labels: Sequence[Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radpath.evaluation.calibration import (
+from radpath.stats.calibration import (
     CalibrationError,
     expected_calibration_error,
     reliability_curve,

@@ -10,6 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from radpath.batch.collate import collate_patients
+from radpath.batch.dataset import DataConfig, PatientBagDataset, pairing_mode, unit_table
+from radpath.batch.keys import TENSOR_KEYS
+from radpath.batch.tensors import MAMMO_MEAN, MAMMO_STD, lesion_map
+from radpath.batch.units import Unit
 from radpath.data.cache import ArrayCache
 from radpath.data.histo import HistoConfig
 from radpath.data.mammo import MammoConfig
@@ -17,18 +22,6 @@ from radpath.data.manifest import Manifest
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
 from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 from radpath.data.workflow import combine_pair_split
-from radpath.engine.batch import TENSOR_KEYS
-from radpath.engine.data import (
-    MAMMO_MEAN,
-    MAMMO_STD,
-    DataConfig,
-    PatientBagDataset,
-    Unit,
-    collate_patients,
-    lesion_map,
-    pairing_mode,
-    unit_table,
-)
 
 SIZE, TILE, PATCH, MAX_TILES = 64, 32, 16, 3
 
