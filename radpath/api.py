@@ -147,7 +147,7 @@ class Model:
             ImageReadError: a file is missing or not an image (the message names it).
             ValueError: no file at all, or an unknown ``pairing``.
         """
-        from radpath.engine.data import PatientBagDataset
+        from radpath.batch.dataset import PatientBagDataset
         from radpath.evaluation.predict import predict_dataset
 
         manifest = case_manifest(_paths(mammo), _paths(histo), pairing=pairing)
@@ -219,11 +219,15 @@ def case_manifest(mammo: Sequence[PathLike], histo: Sequence[PathLike], *,
                   pairing: str = "true"):
     """An in-memory manifest of one unlabelled case (one unit), for prediction."""
     from radpath.data.manifest import Manifest, Record
+    from radpath.errors import ImageReadError
 
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}; got {pairing!r}")
     if not mammo and not histo:
         raise ValueError("predict needs at least one mammogram or H&E image")
+    for file in (*mammo, *histo):
+        if not Path(file).is_file():
+            raise ImageReadError(file, "file not found")
     both = bool(mammo) and bool(histo)
     records = []
     for modality, files in (("mammo", mammo), ("histo", histo)):
