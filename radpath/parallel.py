@@ -1,12 +1,19 @@
 """Run a function over many items in worker processes, with a progress bar.
 
 Results come back in input order. With ``workers <= 1`` everything runs in this process,
-which keeps tests and debugging simple and deterministic.
+which keeps tests and debugging simple and deterministic. Workers leave when their parent
+dies, even by SIGKILL: a pool's workers otherwise wait on their task queue for ever.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -63,5 +70,33 @@ def _results(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterable
         return
     # Chunks amortise inter-process traffic on large cohorts yet keep the bar moving.
     chunksize = max(1, min(64, len(items) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         yield from pool.map(fn, items, chunksize=chunksize)
+
+
+# prctl(2) option: the signal this process gets when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
+# How often a worker's watchdog looks for its parent (where prctl is not available).
+_WATCH_SECONDS = 1.0
+
+
+def exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when ``parent`` ends, however it ends.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``); a
+    watchdog thread that notices the process being re-parented covers other systems and
+    the moment between the fork and this call.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # no prctl: the watchdog alone
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="radpath-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)  # no clean-up to run: the results have no one to go to
+        time.sleep(_WATCH_SECONDS)

@@ -30,9 +30,10 @@ def check_exposure(host: str, token: str | None) -> None:
     """Refuse to listen beyond loopback without a token.
 
     Raises:
-        RadpathError: ``host`` is not a loopback address and ``token`` is empty.
+        RadpathError: ``host`` is not a loopback address and ``token`` is empty or blank
+            (a blank token would pass this check, then refuse every request).
     """
-    if not token and not is_loopback(host):
+    if not (token or "").strip() and not is_loopback(host):
         raise RadpathError(f"refusing to serve on {host!r} without a token: anyone who can "
                            f"reach it could upload images. Give --token (or set {TOKEN_ENV}), "
                            "or serve on 127.0.0.1 behind your own authenticating proxy")
@@ -49,10 +50,14 @@ def serve(
     max_mb: Annotated[float, typer.Option(help="Largest request body in MB.", min=0.01)] = 64,
     max_files: Annotated[int, typer.Option(help="Most files per field.", min=1)] = 16,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per case.", min=0.1)] = 120,
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a request body may take to arrive, all of it.", min=0.1)] = 30,
+    max_connections: Annotated[int, typer.Option(
+        help="Open connections served at once; more are answered 503.", min=1)] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)] = None,
 ) -> None:
     """Serve the API (POST /v1/cases, GET /v1/health) and the web viewer at /."""
-    token = token or os.environ.get(TOKEN_ENV) or None
+    token = (token or os.environ.get(TOKEN_ENV) or "").strip() or None
     check_exposure(host, token)
 
     import uvicorn
@@ -61,27 +66,20 @@ def serve(
     from radpath.serve.limits import Limits
 
     limits = Limits(max_request_bytes=int(max_mb * 1024 * 1024), max_files_per_field=max_files,
-                    timeout_s=timeout)
+                    timeout_s=timeout, body_timeout_s=body_timeout)
     app = create_app(run, token=token, limits=limits, threads=threads)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"radpath serving {run.name} at http://{shown}:{port}/ "
                   f"({'token required' if token else 'no token'}); Ctrl-C stops")
-    uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False)
+    uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False,
+                limit_concurrency=max_connections)
 
 
 def log_config() -> dict:
-    """uvicorn's logging, plus radpath.serve's lines (counts, sanitised names, timings).
+    """uvicorn's logging without query strings, plus radpath.serve's lines."""
+    from radpath.serve.logs import log_config as config
 
-    uvicorn's access log holds the method, path and status only; neither logs a body.
-    """
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["radpath.serve"] = {"handlers": ["default"], "level": "INFO",
-                                          "propagate": False}
-    return config
+    return config()
 
 
 def register(app: typer.Typer) -> None:

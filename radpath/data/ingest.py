@@ -12,6 +12,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,10 @@ from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
 from radpath.data.manifest import Manifest, Record, write_manifest
 from radpath.errors import RadpathError
 from radpath.parallel import parallel_map
+
+if TYPE_CHECKING:
+    from radpath.data.io import ImageData
+    from radpath.data.preprocess import RecordPreprocessor
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class IngestReport:
 
 
 def check_image(task: tuple[str, str, tuple[tuple[float, float], ...]]) -> str:
-    """Decode one image and check it suits its record; "" when fine, else the reason.
+    """Decode one image and check that it suits its record and that preprocessing accepts
+    it; "" when fine, else the reason.
 
     Module-level and exception-free so that it can run in worker processes over a whole
     cohort without one bad file stopping the batch.
@@ -47,25 +53,60 @@ def check_image(task: tuple[str, str, tuple[tuple[float, float], ...]]) -> str:
     path, modality, lesion_centres = task
     try:
         image = read_image(path)
+        return (modality_problem(image.pixels, image.kind, modality)
+                or _lesion_problem(image.pixels.shape[:2], lesion_centres)
+                or _preprocess_problem(image, path, modality))
     except RadpathError as exc:
         return exc.reason if hasattr(exc, "reason") else str(exc)
-    except Exception as exc:  # a decoder bug must become a skip, not a crash
-        return f"could not be decoded ({type(exc).__name__}: {exc})"
-    return _modality_problem(image.pixels, image.kind, modality) or _lesion_problem(
-        image.pixels.shape[:2], lesion_centres)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a decoder bug (even a Rust panic) is a skip, not a crash
+        return f"could not be decoded ({type(exc).__name__})"
 
 
-def _modality_problem(pixels: np.ndarray, kind: str, modality: str) -> str:
-    if modality == "mammo" and kind == "rgb" and not _channels_equal(pixels):
+# Below this, an RGB image's colour is JPEG noise: the 99th percentile of a pixel's
+# channel spread (max - min, 0..255) in a greyscale picture saved as RGB is 0 to 3, in
+# H&E stains 40 or more.
+GREY_CHROMA = 12
+
+
+def modality_problem(pixels: np.ndarray, kind: str, modality: str) -> str:
+    """Why an image cannot be of ``modality`` ("" when it can): a colour image as a
+    mammogram, a greyscale one (or a greyscale picture saved as RGB) as H&E."""
+    if modality == "mammo" and kind == "rgb" and chroma(pixels) > GREY_CHROMA:
         return "colour image where a greyscale mammogram was expected"
     if modality == "histo" and kind != "rgb":
         return "greyscale image where an RGB H&E image was expected"
+    if modality == "histo" and chroma(pixels) <= GREY_CHROMA:
+        return ("RGB image without colour (a greyscale picture saved as RGB) where an H&E "
+                "stain was expected")
     return ""
 
 
-def _channels_equal(rgb: np.ndarray) -> bool:
-    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and
-                np.array_equal(rgb[..., 0], rgb[..., 2]))
+def chroma(rgb: np.ndarray) -> float:
+    """The 99th percentile of the per-pixel channel spread of a uint8 RGB image."""
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 250_000)))  # ~250k pixels
+    sample = rgb[::step, ::step].astype(np.int16)
+    spread = sample.max(axis=2) - sample.min(axis=2)
+    return float(np.percentile(spread, 99))
+
+
+# One preprocessor per worker process, built on first use (it fits a few statistics).
+_PREPROCESSOR: list[RecordPreprocessor] = []
+
+
+def _preprocess_problem(image: ImageData, path: str, modality: str) -> str:
+    """What the default preprocessing says of the image: training must not meet it first."""
+    from radpath.data.preprocess import RecordPreprocessor
+
+    if not _PREPROCESSOR:
+        _PREPROCESSOR.append(RecordPreprocessor())
+    record = Record(image_id="check", patient_id="check", modality=modality, path=path)
+    try:
+        _PREPROCESSOR[0].from_image(image, record)
+    except (RadpathError, ValueError) as exc:
+        return f"preprocessing refuses it: {exc}"
+    return ""
 
 
 def _lesion_problem(shape: tuple[int, ...], centres: Sequence[tuple[float, float]]) -> str:

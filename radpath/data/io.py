@@ -12,6 +12,7 @@ TIFF "min-is-white" images are inverted); colour images as uint8 RGB.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +46,10 @@ IDENTIFYING_TAGS = (
 )
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_DICOM_SUFFIXES = (".dcm", ".dicom")
+# ``.ima``: Siemens' name for its DICOM exports.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# Exceptions that stop a program on purpose: never turned into a skipped file.
+_CONTROL_FLOW = (KeyboardInterrupt, SystemExit, GeneratorExit)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -93,7 +97,9 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     """
     path = _existing_file(path)
     reader = {"dicom": _read_dicom, "tiff": _read_tiff, "pillow": _read_pillow}
-    return reader[_format_of(path)](path, max_pixels)
+    fmt = _format_of(path)
+    with _decoder_guard(path, fmt):
+        return reader[fmt](path, max_pixels)
 
 
 def read_dicom_header(path: str | Path) -> pydicom.Dataset:
@@ -105,13 +111,19 @@ def read_dicom_header(path: str | Path) -> pydicom.Dataset:
         ImageReadError: the file is missing, not DICOM, or its header is corrupt.
     """
     path = _existing_file(path)
-    return _dcmread(path, stop_before_pixels=True)
+    with _decoder_guard(path, "dicom"):
+        return _dcmread(path, stop_before_pixels=True)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` read from the header, without decoding the pixels."""
     path = _existing_file(path)
     fmt = _format_of(path)
+    with _decoder_guard(path, fmt):
+        return _header_size(path, fmt)
+
+
+def _header_size(path: Path, fmt: str) -> tuple[int, int]:
     if fmt == "dicom":
         ds = _dcmread(path, stop_before_pixels=True)
         return int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -127,6 +139,27 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- shared helpers
+
+
+@contextmanager
+def _decoder_guard(path: Path, fmt: str) -> Iterator[None]:
+    """Turn any failure of a third-party decoder into an :class:`ImageReadError`.
+
+    The readers below already name the usual failures. This catches the rest, including
+    ``BaseException``s such as the ``PanicException`` of the Rust decoders (pylibjpeg-rle),
+    which pass an ``except Exception`` and would otherwise end a whole batch or request.
+    """
+    try:
+        yield
+    except (ImageReadError, *_CONTROL_FLOW):
+        raise
+    except BaseException as exc:
+        if type(exc).__name__ == "CancelledError":  # asyncio/anyio cancellation: not ours
+            raise
+        # A DICOM decoder's message may quote tag values: show only the exception type.
+        detail = type(exc).__name__ if fmt == "dicom" else f"{type(exc).__name__}: {exc}"
+        raise ImageReadError(path, f"the {fmt} decoder failed on this file ({detail[:200]})"
+                             ) from None
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -145,7 +178,7 @@ def _format_of(path: Path) -> str:
             head = handle.read(132)
     except OSError as exc:
         raise ImageReadError(path, f"cannot open the file ({exc.strerror or exc})") from exc
-    if head[128:132] == b"DICM" or path.suffix.lower() in _DICOM_SUFFIXES:
+    if head[128:132] == b"DICM" or path.suffix.lower() in DICOM_SUFFIXES:
         return "dicom"
     if head[:4] in _TIFF_MAGICS or path.suffix.lower() in _TIFF_SUFFIXES:
         return "tiff"
@@ -175,7 +208,13 @@ def _grey(path: Path, raw: np.ndarray, low: float, high: float, *, bits: int,
           invert: bool = False, meta: dict[str, str]) -> ImageData:
     """Scale ``raw`` from ``[low, high]`` into float32 [0, 1], inverting when asked."""
     _check_not_constant(path, raw)
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ImageReadError(path, f"no usable intensity range ([{low}, {high}]); expected "
+                                   "finite bounds, the upper above the lower")
     pixels = raw.astype(np.float32)
+    if not np.isfinite(pixels).all():
+        raise ImageReadError(path, "pixel values hold NaN or infinity after decoding (e.g. a "
+                                   "NaN or overflowing RescaleSlope); expected finite values")
     pixels -= np.float32(low)
     pixels /= np.float32(high - low)
     np.clip(pixels, 0.0, 1.0, out=pixels)
@@ -379,6 +418,8 @@ def _dicom_grey(path: Path, ds: pydicom.Dataset, raw: np.ndarray, photometric: s
         with _quiet():
             values = apply_modality_lut(raw, ds)
             values, low, high, meta["voi"] = _apply_voi(values, ds)
+    except _BadHeaderValue as exc:
+        raise ImageReadError(path, str(exc)) from None
     except Exception as exc:  # a malformed LUT: say which part failed, without values
         raise ImageReadError(path, f"cannot apply the DICOM modality/VOI LUT "
                                    f"({type(exc).__name__})") from exc
@@ -401,7 +442,26 @@ def _modality_range(ds: pydicom.Dataset) -> tuple[float, float]:
     if slope is not None and intercept is not None:
         low, high = sorted((low * float(slope) + float(intercept),
                             high * float(slope) + float(intercept)))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise _BadHeaderValue(f"RescaleSlope {float(slope)!r} / RescaleIntercept "
+                                  f"{float(intercept)!r} give a non-finite output range; "
+                                  "expected finite numbers")
     return low, high
+
+
+class _BadHeaderValue(ValueError):
+    """A header value that makes the pixels unusable; its message is shown as it is."""
+
+
+def _finite_window(ds: pydicom.Dataset) -> bool:
+    """Whether the first WindowCenter/WindowWidth pair holds finite numbers."""
+    try:
+        values = [ds.WindowCenter, ds.WindowWidth]
+        values = [float(v[0] if isinstance(v, pydicom.multival.MultiValue) else v)
+                  for v in values]
+    except (TypeError, ValueError, IndexError):
+        return False
+    return all(math.isfinite(v) for v in values)
 
 
 def _apply_voi(values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, float, float, str]:
@@ -413,6 +473,8 @@ def _apply_voi(values: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, flo
         out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
         return out, float(table.min()), float(table.max()), "lut"
     if "WindowCenter" in ds and "WindowWidth" in ds:
+        if not _finite_window(ds):
+            return values, low, high, "none (non-finite window ignored)"
         try:
             return apply_voi_lut(values, ds, index=0, prefer_lut=False), low, high, "window"
         except ValueError:

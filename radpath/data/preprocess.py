@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from radpath.data.cache import ArrayCache, ArrayMemory
 from radpath.data.histo import HistoConfig, StainNormalizer, most_tissue_rich, tile_image
-from radpath.data.io import read_image
+from radpath.data.io import ImageData, read_image
 from radpath.data.mammo import Geometry, MammoConfig, MammoPreprocessor
 from radpath.data.manifest import Lesion, Manifest, Record
 from radpath.errors import ConfigError, RadpathError
@@ -74,7 +74,10 @@ class RecordPreprocessor:
         self.stain = stain_normalizer(self.config)
 
     def __call__(self, record: Record, path: str | Path | None = None) -> Preprocessed:
-        image = read_image(path or record.path)
+        return self.from_image(read_image(path or record.path), record)
+
+    def from_image(self, image: ImageData, record: Record) -> Preprocessed:
+        """Preprocess an image already decoded (ingest checks each file this way)."""
         if record.modality == "mammo":
             return self._mammo(image.pixels, image.kind, record)
         return self._histo(image.pixels, image.kind, record)

@@ -96,13 +96,32 @@ def load_weights(algorithm: Algorithm, checkpoint: str | Path) -> None:
 
 
 def _checkpoint_path(folder: Path, record: dict[str, Any], which: str) -> Path:
-    candidates = {"best": [record.get("best_checkpoint"), folder / "checkpoints" / "best.ckpt"],
+    candidates = {"best": [_inside(folder, record.get("best_checkpoint")),
+                           folder / "checkpoints" / "best.ckpt"],
                   "last": [folder / "checkpoints" / "last.ckpt"]}
     if which not in candidates:
         raise RadpathError(f"checkpoint must be 'best' or 'last', got {which!r}")
     for candidate in candidates[which]:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
+        if candidate and candidate.is_file():
+            return candidate
     if which == "best":
         return _checkpoint_path(folder, record, "last")
     raise RadpathError(f"{folder}: no checkpoint found under checkpoints/")
+
+
+def _inside(folder: Path, recorded: str | None) -> Path | None:
+    """A checkpoint path of ``run.json`` inside ``folder``, never elsewhere.
+
+    Runs record paths relative to their folder. Older runs wrote absolute ones: those are
+    read as ``checkpoints/<name>`` of this folder, so that a copied or moved run loads its
+    own weights and never the original folder's.
+    """
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if not path.is_absolute():
+        return folder / path
+    try:
+        return folder / path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return folder / "checkpoints" / path.name

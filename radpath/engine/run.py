@@ -13,6 +13,8 @@ each cosine cycle (EEE: its last epoch, counted from 0).
 
 from __future__ import annotations
 
+import json
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,50 +113,139 @@ def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, D
 def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path, *,
           resume: bool = False, callbacks: Sequence[Callback] = (),
           workers: int | None = None) -> RunResult:
-    """Train ``config`` on ``manifests`` into the run folder ``out``."""
+    """Train ``config`` on ``manifests`` into the run folder ``out``.
+
+    Whatever ends a run early is written into ``run.json``: ``status`` "interrupted"
+    (Ctrl-C, a non-finite loss: resumable) or "failed", with the ``reason`` and the
+    ``stage`` it was in, so that no folder is left saying "running".
+    """
     check_trainable(config)
+    log = RunLog(Path(out))
+    if resume:
+        check_resumable(log.out / LAST_CHECKPOINT)
+    try:
+        return _train(config, manifests, log, resume, callbacks, workers)
+    except (KeyboardInterrupt, SystemExit, NonFiniteLossError) as exc:
+        # Lightning turns Ctrl-C into SystemExit after a graceful shutdown.
+        log.end("interrupted", exc, resume_from=LAST_CHECKPOINT)
+        raise
+    except Exception as exc:
+        log.end("failed", exc)
+        raise
+
+
+# Paths inside a run folder, relative to it: a copied or moved folder stays whole.
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+
+def _train(config: TrainConfig, manifests: Sequence[str | Path], log: RunLog, resume: bool,
+           callbacks: Sequence[Callback], workers: int | None) -> RunResult:
     started = time.perf_counter()
-    out = Path(out)
-    last = out / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise RadpathError(f"cannot resume: {last} does not exist")
+    out = log.out
+    last = out / LAST_CHECKPOINT
     L.seed_everything(config.seed, workers=True, verbose=False)
+    log.stage = "preparing the manifests"
     manifest = prepare_manifest(manifests, config)
-    cache_manifest(manifest, config.data.cache_dir, config.data.preprocess, workers=workers,
-                   progress=config.trainer.progress_bar)
+    log.stage = "caching the preprocessed images"
+    report = cache_manifest(manifest, config.data.cache_dir, config.data.preprocess,
+                            workers=workers, progress=config.trainer.progress_bar)
+    refuse_failed_cache(report.failed)
+    log.stage = "building the model"
     train_loader, val_loader = make_loaders(manifest, config)
     train_set = train_loader.dataset
     algorithm = build_algorithm(config, train_set.domains, train_set.num_grades)
     algorithm.model.backbone.use_compiled(config.trainer.compile)
     module = RadpathModule(algorithm, config.optim, seed=config.seed)
-    record = _initial_record(config, manifest, manifests, train_set, algorithm)
+    record = log.record = _initial_record(config, manifest, manifests, train_set, algorithm)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(config, out / "config.yaml")
     write_json({**record, "status": "running"}, out / "run.json")
     # A resumed run's checkpoint already holds the pretrained (and further trained) weights.
     if config.pretrain.epochs and not resume:
+        log.stage = "pretraining"
         pretrained = pretrain_backbone(algorithm.model, manifest, config, out)
         record["pretrain"] = pretrained.as_dict()
     trainer = _trainer(config, out, callbacks)
-    try:
-        with matmul_precision(config.trainer.matmul_precision):
-            trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
-                        weights_only=True)
-    except (KeyboardInterrupt, SystemExit, NonFiniteLossError) as exc:
-        # Lightning turns Ctrl-C into SystemExit after a graceful shutdown.
-        if trainer.is_global_zero:
-            write_json({**record, "status": "interrupted", "reason": str(exc) or
-                        type(exc).__name__, "resume_from": str(last)}, out / "run.json")
-        raise
+    log.rank_zero = trainer.is_global_zero
+    log.stage = "training"
+    with matmul_precision(config.trainer.matmul_precision):
+        trainer.fit(module, train_loader, val_loader, ckpt_path=last if resume else None,
+                    weights_only=True)
     best = _best_path(trainer)
     metrics = {k: v.as_dict() for k, v in module.val_metrics.items()}
     wall = time.perf_counter() - started
     record.update(status="finished", finished=_now(), wall_seconds=round(wall, 2),
                   epochs_run=trainer.current_epoch, global_steps=trainer.global_step,
-                  best_checkpoint=str(best) if best else None, final_val_metrics=metrics)
+                  best_checkpoint=relative_to_run(best, out) if best else None,
+                  final_val_metrics=metrics)
     if trainer.is_global_zero:
         write_json(record, out / "run.json")
     return RunResult(out, best, last, metrics, wall)
+
+
+class RunLog:
+    """What ``run.json`` says while a run is under way, and how it ends."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.record: dict[str, Any] | None = None
+        self.stage = "starting"
+        self.rank_zero = True
+
+    def end(self, status: str, exc: BaseException, **extra: str) -> None:
+        """Write ``status`` and why into ``run.json`` (kept fields of an earlier record)."""
+        if not self.rank_zero:
+            return
+        record = self.record or _earlier_record(self.out / "run.json")
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        record = {**record, "status": status, "stage": self.stage, "reason": reason[:2000],
+                  "ended": _now(), **extra}
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(record, self.out / "run.json")
+
+
+def _earlier_record(path: Path) -> dict[str, Any]:
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        earlier = None
+    return earlier if isinstance(earlier, dict) else {"radpath_run": 1, "started": _now()}
+
+
+def relative_to_run(path: Path, out: Path) -> str:
+    """``path`` relative to the run folder ``out`` (POSIX form) when inside it."""
+    try:
+        return Path(path).resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def refuse_failed_cache(failed: Sequence[tuple[str, str]]) -> None:
+    """Stop before training when images could not be preprocessed: each would end the run
+    mid-fit; ingest skips such files (``radpath ingest``)."""
+    if not failed:
+        return
+    shown = "; ".join(f"{path}: {reason}" for path, reason in failed[:3])
+    raise RadpathError(f"{len(failed)} image(s) of the manifest cannot be preprocessed "
+                       f"(e.g. {shown}); ingest the data again (radpath ingest skips and "
+                       "reports such files) or remove them from the manifest")
+
+
+def check_resumable(last: Path) -> None:
+    """Refuse, with the reason, a ``last.ckpt`` that cannot be resumed from."""
+    if not last.is_file():
+        raise RadpathError(f"cannot resume: {last} does not exist")
+    try:
+        torch.load(last, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RadpathError(f"cannot resume from {last}: it is not a safe checkpoint (it holds "
+                           "objects other than tensors and plain values, which could run "
+                           f"code when loaded; refused) [{str(exc).splitlines()[0][:200]}]"
+                           ) from None
+    except Exception as exc:  # truncated zip, wrong file, I/O error
+        raise RadpathError(f"cannot resume from {last}: it cannot be read as a checkpoint "
+                           f"({type(exc).__name__}: {str(exc)[:200]}); it may be truncated. "
+                           "Resume from a copy, or train afresh without --resume") from None
 
 
 def _trainer(config: TrainConfig, out: Path, extra: Sequence[Callback]) -> L.Trainer:

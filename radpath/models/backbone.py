@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import math
+import pickle
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -441,12 +442,22 @@ def read_state_dict(source: str) -> dict[str, Tensor]:
     path = Path(source).expanduser()
     if not path.is_file():
         raise RadpathError(f"pretrained weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    # weights_only: a checkpoint from elsewhere must not run arbitrary pickle code.
-    return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+            return load_file(str(path))
+        # weights_only: a checkpoint from elsewhere must not run arbitrary pickle code.
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RadpathError(f"pretrained weights file {path} is not a safe checkpoint: it holds "
+                           "objects other than tensors, which could run code when loaded "
+                           f"(refused) [{str(exc).splitlines()[0][:200]}]") from None
+    except Exception as exc:  # truncated, not a weights file, safetensors header errors
+        raise RadpathError(f"pretrained weights file {path} cannot be read as .safetensors or "
+                           f"a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
+                           ) from None
+    return _unwrap(content)
 
 
 def _unwrap(state: Any) -> dict[str, Tensor]:

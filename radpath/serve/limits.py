@@ -15,6 +15,9 @@ class Limits(BaseModel):
         max_pixels: the largest height x width of one image, checked from its header before
             its pixels are decoded (a guard against decompression bombs).
         timeout_s: the longest one case may take, queueing included (504 beyond).
+        body_timeout_s: the longest a request body may take to arrive, all of it (408 and
+            the connection closed beyond): a client sending a byte a second cannot hold a
+            connection.
         max_pending: cases accepted at once, running or waiting for the model; more are
             refused with 503 rather than queued without end.
     """
@@ -27,4 +30,6 @@ class Limits(BaseModel):
     # a full-field digital mammogram (about 4,700 x 3,000) passes.
     max_pixels: int = Field(40_000_000, ge=1)
     timeout_s: float = Field(120.0, gt=0)
+    # 64 MB at 20 Mbit/s takes about 27 s.
+    body_timeout_s: float = Field(30.0, gt=0)
     max_pending: int = Field(8, ge=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from radpath.data.adapters.base import DatasetAdapter, Skipped, image_files, register_adapter
+from radpath.data.adapters.base import IMAGE_SUFFIXES, DatasetAdapter, Skipped, register_adapter
 from radpath.data.manifest import LABELS, MODALITIES, Record
 from radpath.errors import RadpathError
 
@@ -26,8 +26,11 @@ class FolderAdapter(DatasetAdapter):
         if modality not in MODALITIES:
             raise RadpathError(f"the 'folder' adapter needs --modality {' or '.join(MODALITIES)}"
                                f" (got {modality!r})")
-        for path in image_files(self.root):
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
             relative = path.relative_to(self.root)
+            if not_image := not_an_image(path):
+                yield Skipped(str(path), not_image)
+                continue
             label = relative.parts[0].lower() if len(relative.parts) > 1 else ""
             if label not in LABELS:
                 yield Skipped(str(path), f"not under a label folder ({', '.join(LABELS)}); "
@@ -47,3 +50,32 @@ class FolderAdapter(DatasetAdapter):
             domain=self.options.domain or self.root.resolve().name,
             source="folder",
         )
+
+
+# Suffixes of the formats io.read_image decodes: PPM and Siemens' .IMA besides the usual.
+READABLE_SUFFIXES = (*IMAGE_SUFFIXES, ".ppm", ".pnm", ".ima")
+# First bytes of the formats Pillow and tifffile read (a file may lack its suffix).
+_MAGICS = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",
+           b"BM", b"P2", b"P5", b"P6")
+
+
+def not_an_image(path: Path) -> str:
+    """Why ``path`` is not taken as an image ("" when it is): every file of the folder is
+    either a record or a skipped row, never silently left out."""
+    if path.name.startswith("."):
+        return "hidden file (its name starts with '.'): not read"
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:
+        return f"cannot open the file ({exc.strerror or exc})"
+    if head[128:132] == b"DICM" or path.suffix.lower() in READABLE_SUFFIXES:
+        return ""
+    if head.startswith(_MAGICS):
+        return ""
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip-compressed file: decompress it first (gunzip), then ingest again"
+    kind = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+    return (f"not an image format radpath reads ({kind}, and neither a DICOM 'DICM' marker "
+            f"nor a PNG/JPEG/TIFF/BMP/PNM signature); expected one of "
+            f"{', '.join(READABLE_SUFFIXES)}")
