@@ -26,14 +26,14 @@ class LossWeights(_Strict):
     a labelled negative.
     """
 
-    mammo: float = Field(1.0, ge=0)
-    histo: float = Field(1.0, ge=0)
-    fused: float = Field(1.0, ge=0)
-    grade: float = Field(0.5, ge=0)
-    localisation: float = Field(0.5, ge=0)
-    contrastive: float = Field(0.5, ge=0)
-    histo_tiles: float = Field(0.0, ge=0)
-    mammo_views: float = Field(0.0, ge=0)
+    mammo: float = Field(1.0, ge=0, description="the mammography malignancy term")
+    histo: float = Field(1.0, ge=0, description="the H&E malignancy term")
+    fused: float = Field(1.0, ge=0, description="the fused malignancy term")
+    grade: float = Field(0.5, ge=0, description="the ordinal grading term")
+    localisation: float = Field(0.5, ge=0, description="the localisation term")
+    contrastive: float = Field(0.5, ge=0, description="the contrastive alignment term (paper)")
+    histo_tiles: float = Field(0.0, ge=0, description="the tile-level H&E term (see above)")
+    mammo_views: float = Field(0.0, ge=0, description="the film-level mammography term (see above)")
 
 
 class IrmSettings(_Strict):
@@ -46,9 +46,10 @@ class IrmSettings(_Strict):
 class MixStyleSettings(_Strict):
     """MixStyle on ViT tokens of the shallow blocks listed in model.backbone.mixstyle_layers."""
 
-    p: float = Field(0.5, ge=0, le=1)
-    alpha: float = Field(0.1, gt=0)
-    mix: Literal["random", "crossdomain"] = "crossdomain"
+    p: float = Field(0.5, ge=0, le=1, description="probability of mixing a batch")
+    alpha: float = Field(0.1, gt=0, description="Beta(alpha, alpha) of the mixing weight")
+    mix: Literal["random", "crossdomain"] = Field(
+        "crossdomain", description="partners drawn at random, or from other domains")
 
 
 class TileMixSettings(_Strict):
@@ -60,7 +61,8 @@ class TileMixSettings(_Strict):
 
     p: float = Field(0.0, ge=0, le=1, description="probability of mixing a batch")
     alpha: float = Field(0.4, gt=0, description="Beta(alpha, alpha) weight of a unit's own tiles")
-    mode: Literal["mixup", "cutmix"] = "mixup"
+    mode: Literal["mixup", "cutmix"] = Field(
+        "mixup", description="blend two tiles, or paste a box of one into the other")
 
 
 class AlgorithmConfig(_Strict):
@@ -92,8 +94,9 @@ class AlgorithmConfig(_Strict):
     irm: IrmSettings = IrmSettings()
     mixstyle: MixStyleSettings = MixStyleSettings()
     temperature: float = Field(0.07, gt=0, description="initial contrastive temperature")
-    coral_weight: float = Field(1.0, ge=0)
-    groupdro_eta: float = Field(0.01, gt=0)
+    coral_weight: float = Field(1.0, ge=0, description="weight of the CORAL penalty (coral)")
+    groupdro_eta: float = Field(0.01, gt=0, description="step size of the Group DRO domain "
+                                "weights (groupdro)")
     lesion_supervision: bool = True
     localisation_target: Literal["malignant", "finding"] = "malignant"
     mammo_target: Literal["malignant", "ordinal"] = "malignant"
