@@ -118,8 +118,9 @@ def _fresh_layout(tmp_path: Path) -> dict[str, str]:
         pytest.skip(f"{venv} is absent: the README's commands assume the set-up `make` does")
     (tmp_path / ".venv").symlink_to(venv)
     (tmp_path / "configs").symlink_to(REPO_ROOT / "configs")
+    # One thread each: the suite's other worker shares the two cores.
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
     # Some processors need these for OpenBLAS to compute correctly (never change them).
     env.update({k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")})
     return env
