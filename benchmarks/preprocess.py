@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from radpath.data.adapters import ADAPTERS
 from radpath.data.cache import ArrayCache
 from radpath.data.demo import real_cbis_cases
 from radpath.data.io import read_image
 from radpath.data.manifest import Record, read_manifest
 from radpath.data.preprocess import PreprocessConfig, RecordPreprocessor, load_cached
+from radpath.data.sources import SOURCES
 from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -32,11 +32,11 @@ def records_by_source(limit: int, scratch: Path) -> dict[str, list[Record]]:
     found: dict[str, list[Record]] = {}
     for name, root in sources.items():
         if root.is_dir():
-            found[name] = [r for r in ADAPTERS.get(name)(root).scan() if isinstance(r, Record)]
+            found[name] = [r for r in SOURCES.get(name)(root).scan() if isinstance(r, Record)]
     cases = real_cbis_cases()
     if cases is not None:
         found["cbis-ddsm (DICOM RLE)"] = [
-            r for r in ADAPTERS.get("cbis-ddsm")(cases).scan() if isinstance(r, Record)]
+            r for r in SOURCES.get("cbis-ddsm")(cases).scan() if isinstance(r, Record)]
     if not found:
         print(f"{SHARED} absent: using the synthetic cohort")
         manifest = read_manifest(make_synthetic_cohort(scratch / "syn", SyntheticConfig()))

@@ -20,11 +20,12 @@ compare() {
 }
 
 if [ "${1:-}" = "--compare" ]; then compare "$2" "$3"; exit; fi
-OUT=$(realpath -m "$1"); PY=$(realpath "${PYTHON:-.venv/bin/python}")
+OUT=$(realpath -m "$1"); PY=${PYTHON:-.venv/bin/python}
+[[ "$PY" = /* ]] || PY="$PWD/$PY"  # absolute, but not resolved: a venv's python is a link
 R="$PY -m radpath"; W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 mkdir -p "$OUT"
-$R synth --out "$W/synth" --patients 12 --seed 3 >/dev/null
-$R pair "$W/synth/manifest.csv" --out "$W/cohort.csv" --fractions 0.6,0.4,0.0 >/dev/null
+$R synth --out "$W/synth" --patients 12 --seed 3 >/dev/null 2>&1
+$R pair "$W/synth/manifest.csv" --out "$W/cohort.csv" --fractions 0.6,0.4,0.0 >/dev/null 2>&1
 for alg in erm paper coral groupdro; do
   $R train --config configs/tiny.yaml --manifest "$W/cohort.csv" --out "$W/run-$alg" \
     --set "data.cache_dir=$W/cache" --set "algorithm.name=$alg" --workers 1 >/dev/null 2>&1

@@ -17,7 +17,7 @@ PACKAGE = REPO_ROOT / "radpath"
 FLOORS = (
     ("errors", "atomic", "parallel", "registry", "stats"),
     ("data",),
-    ("batch",),
+    ("batch", "slides"),
     ("models", "objectives", "augment"),
     ("algorithms", "adapt"),
     ("engine",),

@@ -1,22 +1,14 @@
-"""Test-time adaptation, one registered class per file, one contract (:class:`TestTimeAdapter`).
+"""Test-time adaptation, one registered class per file, one contract (:class:`TTAMethod`).
 
 ``none`` (the source model), ``tent`` (entropy minimisation on LayerNorm), ``sar``
 (TENT on reliable samples with a collapse reset) and ``causal`` (radpath's causal TTA:
 nuisance directions estimated by interventions and projected out; see
-:mod:`radpath.adapt.causal`). Build one with :func:`build_tta`.
+:mod:`radpath.adapt.causal`). Build one with :func:`build_tta`. Each built-in is imported
+here by name, which registers it; a new method is one file with one ``@register_tta``
+class (its name and settings on the class).
 """
 
-from importlib import import_module
+from radpath.adapt import causal, sar, tent  # noqa: F401
+from radpath.adapt.base import TTA_METHODS, TTAConfig, TTAMethod, build_tta, register_tta
 
-from radpath.adapt.base import (
-    ADAPTERS_TTA,
-    TestTimeAdapter,
-    TTAConfig,
-    build_tta,
-    register_tta,
-)
-
-for _module in ("tent", "sar", "causal"):
-    import_module(f"radpath.adapt.{_module}")
-
-__all__ = ["ADAPTERS_TTA", "TTAConfig", "TestTimeAdapter", "build_tta", "register_tta"]
+__all__ = ["TTA_METHODS", "TTAConfig", "TTAMethod", "build_tta", "register_tta"]

@@ -1,6 +1,6 @@
-"""The test-time adapter contract: ``adapt_and_predict(batch)`` on a private copy.
+"""The test-time adaptation method contract: ``adapt_and_predict(batch)`` on a private copy.
 
-A :class:`TestTimeAdapter` wraps a trained :class:`~radpath.algorithms.base.Algorithm`
+A :class:`TTAMethod` wraps a trained :class:`~radpath.algorithms.base.Algorithm`
 and returns the same prediction dictionary as ``Algorithm.predict``, after adapting to
 each unlabelled test batch. Three promises hold for every adapter:
 
@@ -8,7 +8,7 @@ each unlabelled test batch. Three promises hold for every adapter:
   on disk, are never touched;
 * ``mode="episodic"`` restores the source weights before every batch, so a batch's
   prediction does not depend on what came before; ``mode="online"`` keeps adapting;
-* :meth:`TestTimeAdapter.reset` restores the saved source state exactly: every parameter
+* :meth:`TTAMethod.reset` restores the saved source state exactly: every parameter
   and buffer, the optimiser state, and the method's own state (running averages, random
   generators).
 
@@ -24,48 +24,24 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from radpath.registry import Registry
+from radpath.registry import Registry, nest_settings
 
 Batch = Mapping[str, Any]
 Modality = Literal["mammo", "histo"]
 
-
-class InterventionConfig(BaseModel):
-    """Strength of the nuisance interventions (see :mod:`radpath.adapt.interventions`).
-
-    Attributes:
-        gamma_range: mammogram gamma, drawn log-uniformly from this range.
-        window_shift: largest move of each mammogram display-window edge (fraction of
-            the [0, 1] range).
-        noise_std: standard deviation of the Gaussian noise added to mammograms.
-        stain_sigma: half-width of the multiplicative H and E jitter.
-        stain_bias: half-width of the additive H and E jitter (optical-density units
-            of skimage's ``rgb2hed``).
-        brightness: half-width of the multiplicative histology brightness change.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    gamma_range: tuple[float, float] = (0.7, 1.4)
-    window_shift: float = Field(0.1, ge=0.0, lt=0.5)
-    noise_std: float = Field(0.02, ge=0.0)
-    stain_sigma: float = Field(0.05, ge=0.0, lt=1.0)
-    stain_bias: float = Field(0.03, ge=0.0)
-    brightness: float = Field(0.1, ge=0.0, lt=1.0)
-
-    @field_validator("gamma_range")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1]:
-            raise ValueError(f"gamma_range must satisfy 0 < low <= high, got {value}")
-        return value
+# Keys of configs written before each method's settings moved beside it.
+RENAMED = {**{key: f"sar.{key}" for key in ("e0", "reset_threshold", "ema_momentum", "sam",
+                                              "sam_rho")},
+           **{key: f"causal.{key}" for key in ("n_interventions", "n_directions",
+                                                 "nuisance_ratio", "adapt_norm",
+                                                 "interventions")}}
 
 
 class TTAConfig(BaseModel):
-    """Which test-time adapter runs, and its hyperparameters.
+    """Which test-time adaptation method runs, and its hyperparameters.
 
     Attributes:
         name: a registered adapter: ``none``, ``tent``, ``sar`` or ``causal``.
@@ -81,29 +57,14 @@ class TTAConfig(BaseModel):
         norm_scope: ``backbone`` adapts the LayerNorms of the shared encoder and its
             modality adapters (TENT's choice: normalisation layers of the feature
             extractor); ``model`` adds those of the prediction heads.
-        e0: SAR's entropy margin factor: only samples with entropy below
-            ``e0 * ln 2`` (binary heads, C = 2 classes) contribute.
-        reset_threshold: reset to the source weights when the moving average of the
-            (filtered) entropy loss falls below ``reset_threshold * ln 2``, a sign of
-            collapse. 0.03 is SAR's absolute 0.2 for 1000 classes as a fraction of
-            ``ln 1000``; 0.2 would be far stricter for two classes (it fires on any
-            model whose reliable predictions average p > 0.97).
-        ema_momentum: weight of the past in that moving average (SAR: 0.9).
-        sam: take a sharpness-aware (SAM) step, as SAR does.
-        sam_rho: SAM's neighbourhood radius.
-        n_interventions: causal: intervened versions of each batch (K).
-        n_directions: causal: nuisance directions removed per head (k).
-        nuisance_ratio: causal: a direction is removed only when the variance the
-            interventions cause along it is at least this multiple of the variance between
-            cases along it: directions where cases differ more than their imaging does
-            carry content, and are kept (0 removes all ``k``).
-        adapt_norm: causal: also adapt LayerNorms on the samples the interventions agree
-            on (entropy minimisation, with SAR's collapse reset).
-        interventions: strengths of the causal interventions.
+        sar, causal, ...: each registered method's own settings, declared in its file
+            (``SarSettings`` in ``adapt/sar.py``...), nested under its name; every one is
+            present, with its defaults where the config gives none.
         seed: seed of the intervention generator (restored by ``reset``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Extra keys are the methods' settings, each checked by _nest against its class.
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str = "tent"
     mode: Literal["episodic", "online"] = "episodic"
@@ -113,16 +74,6 @@ class TTAConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     modalities: tuple[Modality, ...] = ("mammo", "histo")
     norm_scope: Literal["backbone", "model"] = "backbone"
-    e0: float = Field(0.4, gt=0)
-    reset_threshold: float = Field(0.03, ge=0)
-    ema_momentum: float = Field(0.9, ge=0, lt=1)
-    sam: bool = False
-    sam_rho: float = Field(0.05, gt=0)
-    n_interventions: int = Field(8, ge=1)
-    n_directions: int = Field(4, ge=0)
-    nuisance_ratio: float = Field(1.0, ge=0)
-    adapt_norm: bool = False
-    interventions: InterventionConfig = InterventionConfig()
     seed: int = 0
 
     @field_validator("modalities")
@@ -132,8 +83,15 @@ class TTAConfig(BaseModel):
             raise ValueError(f"modalities must not repeat, got {value}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        from radpath.adapt import TTA_METHODS  # the built-ins register on import
 
-class TestTimeAdapter(nn.Module):
+        return nest_settings(data, TTA_METHODS, "tta", cls.model_fields, RENAMED)
+
+
+class TTAMethod(nn.Module):
     """Base class: a private copy of the algorithm, its source state, and the modes.
 
     Subclasses override :meth:`trainable_parameters` (what adapts) and
@@ -151,6 +109,8 @@ class TestTimeAdapter(nn.Module):
     """
 
     __test__: ClassVar[bool] = False  # not a pytest test class, whatever its name
+    name: ClassVar[str]
+    settings: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, algorithm: nn.Module, config: TTAConfig) -> None:
         super().__init__()
@@ -221,19 +181,25 @@ def make_optimizer(params: list[nn.Parameter], config: TTAConfig) -> torch.optim
     return torch.optim.Adam(params, lr=config.lr)
 
 
-ADAPTERS_TTA: Registry[type[TestTimeAdapter]] = Registry("test-time adapter")
+TTA_METHODS: Registry[type[TTAMethod]] = Registry("test-time adaptation method")
 
 
-def register_tta(name: str):
-    """Class decorator registering a test-time adapter under ``name``."""
-    return ADAPTERS_TTA.register(name)
+def register_tta(cls: type[TTAMethod]) -> type[TTAMethod]:
+    """Class decorator registering a test-time adaptation method under its ``name``.
+
+    A method with hyperparameters of its own declares them as a pydantic model in
+    ``settings``; :class:`TTAConfig` then nests them under its name (``sar.e0``).
+    """
+    return TTA_METHODS.register(cls)
 
 
-def build_tta(algorithm: nn.Module, config: TTAConfig) -> TestTimeAdapter:
-    """The adapter ``config.name`` around a private copy of ``algorithm``."""
-    return ADAPTERS_TTA.get(config.name)(algorithm, config)
+def build_tta(algorithm: nn.Module, config: TTAConfig) -> TTAMethod:
+    """The method ``config.name`` around a private copy of ``algorithm``."""
+    return TTA_METHODS.get(config.name)(algorithm, config)
 
 
-@register_tta("none")
-class NoAdaptation(TestTimeAdapter):
+@register_tta
+class NoAdaptation(TTAMethod):
     """The identity: predicts with the source weights (the reference every method beats)."""
+
+    name = "none"

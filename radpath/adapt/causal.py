@@ -63,14 +63,39 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from radpath.adapt.base import Batch, TestTimeAdapter, register_tta
-from radpath.adapt.interventions import intervene
+from radpath.adapt.base import Batch, TTAMethod, register_tta
+from radpath.adapt.interventions import InterventionConfig, intervene
 from radpath.adapt.sar import guard_for, predictions_collapsed
 from radpath.adapt.tent import configure_layernorm, entropy_loss, head_entropies
 from radpath.models.heads import OrdinalHead
 from radpath.objectives.ordinal import ordinal_probabilities
+
+
+class CausalSettings(BaseModel):
+    """The causal method's settings, ``tta.causal`` (its collapse reset: ``tta.sar``).
+
+    Attributes:
+        n_interventions: intervened versions of each batch (K).
+        n_directions: nuisance directions removed per head (k).
+        nuisance_ratio: a direction is removed only when the variance the interventions
+            cause along it is at least this multiple of the variance between cases along
+            it: directions where cases differ more than their imaging does carry content,
+            and are kept (0 removes all ``k``).
+        adapt_norm: also adapt LayerNorms on the samples the interventions agree on
+            (entropy minimisation, with SAR's collapse reset).
+        interventions: strengths of the interventions.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_interventions: int = Field(8, ge=1)
+    n_directions: int = Field(4, ge=0)
+    nuisance_ratio: float = Field(1.0, ge=0)
+    adapt_norm: bool = False
+    interventions: InterventionConfig = InterventionConfig()
 
 
 def nuisance_directions(features: Tensor, k: int, mask: Tensor | None = None, *,
@@ -143,8 +168,8 @@ def head_logits(head: nn.Module, z: Tensor, directions: Tensor) -> Tensor:
     return logits.squeeze(-1)
 
 
-@register_tta("causal")
-class CausalTTA(TestTimeAdapter):
+@register_tta
+class CausalTTA(TTAMethod):
     """Removes intervention-estimated nuisance directions (see the module docstring).
 
     Attributes:
@@ -152,8 +177,11 @@ class CausalTTA(TestTimeAdapter):
             the model grades).
     """
 
+    name = "causal"
+    settings = CausalSettings
+
     def trainable_parameters(self) -> list[nn.Parameter]:
-        if self.config.adapt_norm:
+        if self.config.causal.adapt_norm:
             return configure_layernorm(self.algorithm, self.config.norm_scope)
         return super().trainable_parameters()
 
@@ -166,8 +194,8 @@ class CausalTTA(TestTimeAdapter):
         """The batch itself, then ``n_interventions`` intervened copies."""
         config = self.config
         return [batch, *(intervene(batch, self.generator, config.modalities,
-                                   config.interventions)
-                         for _ in range(config.n_interventions))]
+                                   config.causal.interventions)
+                         for _ in range(config.causal.n_interventions))]
 
     @torch.no_grad()
     def encode(self, versions: list[Batch]) -> list[dict[str, Tensor]]:
@@ -176,7 +204,7 @@ class CausalTTA(TestTimeAdapter):
     def adapt_batch(self, batch: Batch) -> dict[str, Tensor]:
         versions = self.versions(batch)
         outs = self.encode(versions)
-        if self.config.adapt_norm and self.config.steps > 0 and self.adapt_norm(batch, outs):
+        if self.config.causal.adapt_norm and self.config.steps > 0 and self.adapt_norm(batch, outs):
             before = outs[0]["fused_logit"]
             outs = self.encode(versions)
             units = batch["has_mammo"].bool() | batch["has_histo"].bool()
@@ -230,7 +258,7 @@ class CausalTTA(TestTimeAdapter):
                    key: str, mask: Tensor) -> Tensor:
         """Logits of ``head`` on version 0, with its nuisance directions removed."""
         z = head.norm(torch.stack([out[key] for out in outs]))
-        directions = nuisance_directions(z, self.config.n_directions, mask,
-                                         min_ratio=self.config.nuisance_ratio)
+        directions = nuisance_directions(z, self.config.causal.n_directions, mask,
+                                         min_ratio=self.config.causal.nuisance_ratio)
         self.last_directions[name] = directions
         return head_logits(head, z[0], directions)

@@ -27,10 +27,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from skimage.color import hed_from_rgb, rgb_from_hed
 from torch import Tensor
 
-from radpath.adapt.base import Batch, InterventionConfig
+from radpath.adapt.base import Batch
 from radpath.augment.intensity import add_noise, adjust_gamma, adjust_window
 from radpath.batch.tensors import IMAGENET_MEAN, IMAGENET_STD, MAMMO_MEAN, MAMMO_STD
 
@@ -38,6 +39,37 @@ MODALITIES = ("mammo", "histo")
 _OD_FLOOR = 1e-6  # skimage's floor on intensities before the logarithm
 _HED_FROM_RGB = torch.tensor(hed_from_rgb, dtype=torch.float32)
 _RGB_FROM_HED = torch.tensor(rgb_from_hed, dtype=torch.float32)
+
+
+class InterventionConfig(BaseModel):
+    """Strength of the nuisance interventions (see :mod:`radpath.adapt.interventions`).
+
+    Attributes:
+        gamma_range: mammogram gamma, drawn log-uniformly from this range.
+        window_shift: largest move of each mammogram display-window edge (fraction of
+            the [0, 1] range).
+        noise_std: standard deviation of the Gaussian noise added to mammograms.
+        stain_sigma: half-width of the multiplicative H and E jitter.
+        stain_bias: half-width of the additive H and E jitter (optical-density units
+            of skimage's ``rgb2hed``).
+        brightness: half-width of the multiplicative histology brightness change.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+    window_shift: float = Field(0.1, ge=0.0, lt=0.5)
+    noise_std: float = Field(0.02, ge=0.0)
+    stain_sigma: float = Field(0.05, ge=0.0, lt=1.0)
+    stain_bias: float = Field(0.03, ge=0.0)
+    brightness: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @field_validator("gamma_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"gamma_range must satisfy 0 < low <= high, got {value}")
+        return value
 
 
 def intervene(batch: Batch, gen: torch.Generator, modality: str | Sequence[str],

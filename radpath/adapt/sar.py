@@ -34,12 +34,39 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from radpath.adapt.base import Batch, TestTimeAdapter, register_tta
+from radpath.adapt.base import Batch, TTAMethod, register_tta
 from radpath.adapt.tent import Tent, entropy_loss
 
 LN2 = math.log(2.0)  # ln C for C = 2 classes: the largest binary entropy, in nats
+
+
+class SarSettings(BaseModel):
+    """SAR's settings, ``tta.sar`` (the causal method's normalisation adaptation reads the
+    collapse reset from here too).
+
+    Attributes:
+        e0: the entropy margin factor: only samples with entropy below ``e0 * ln 2``
+            (binary heads, C = 2 classes) contribute.
+        reset_threshold: reset to the source weights when the moving average of the
+            (filtered) entropy loss falls below ``reset_threshold * ln 2``, a sign of
+            collapse. 0.03 is SAR's absolute 0.2 for 1000 classes as a fraction of
+            ``ln 1000``; 0.2 would be far stricter for two classes (it fires on any
+            model whose reliable predictions average p > 0.97).
+        ema_momentum: weight of the past in that moving average (SAR: 0.9).
+        sam: take a sharpness-aware (SAM) step, as SAR does.
+        sam_rho: SAM's neighbourhood radius.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    e0: float = Field(0.4, gt=0)
+    reset_threshold: float = Field(0.03, ge=0)
+    ema_momentum: float = Field(0.9, ge=0, lt=1)
+    sam: bool = False
+    sam_rho: float = Field(0.05, gt=0)
 
 
 def reliable_mask(entropy: Tensor, margin: float) -> Tensor:
@@ -85,22 +112,25 @@ class CollapseGuard:
         self.ema = None
 
 
-def guard_for(adapter: TestTimeAdapter) -> CollapseGuard:
+def guard_for(adapter: TTAMethod) -> CollapseGuard:
     """The collapse guard configured by ``adapter.config``."""
-    config = adapter.config
-    return CollapseGuard(config.reset_threshold * LN2, config.ema_momentum)
+    settings = adapter.config.sar
+    return CollapseGuard(settings.reset_threshold * LN2, settings.ema_momentum)
 
 
-@register_tta("sar")
+@register_tta
 class SAR(Tent):
     """TENT on reliable samples, with an optional SAM step and a reset on collapse."""
+
+    name = "sar"
+    settings = SarSettings
 
     def reset_method_state(self) -> None:
         self.guard = guard_for(self)
 
     @property
     def margin(self) -> float:
-        return self.config.e0 * LN2
+        return self.config.sar.e0 * LN2
 
     def filtered_loss(self, batch: Batch, keep: dict[str, Tensor] | None = None
                       ) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor]]:
@@ -123,7 +153,7 @@ class SAR(Tent):
                 before = out["fused_logit"].detach()
             if loss is None:
                 break
-            if self.config.sam:
+            if self.config.sar.sam:
                 loss = self.sam_gradient(batch, loss, reliable)
                 if loss is None:
                     break
@@ -152,7 +182,7 @@ class SAR(Tent):
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         norm = torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None))
-        scale = self.config.sam_rho / (norm + 1e-12)
+        scale = self.config.sar.sam_rho / (norm + 1e-12)
         shifts = [None if g is None else g * scale for g in grads]
         with torch.no_grad():
             for param, shift in zip(params, shifts, strict=True):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from radpath.adapt.base import Batch, TestTimeAdapter, register_tta
+from radpath.adapt.base import Batch, TTAMethod, register_tta
 
 
 def layernorm_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -94,9 +94,11 @@ def entropy_loss(terms: Mapping[str, tuple[Tensor, Tensor]],
     return values.mean() if values.numel() else None
 
 
-@register_tta("tent")
-class Tent(TestTimeAdapter):
+@register_tta
+class Tent(TTAMethod):
     """Entropy minimisation on the LayerNorm affine parameters (see the module docstring)."""
+
+    name = "tent"
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return configure_layernorm(self.algorithm, self.config.norm_scope)

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from radpath.algorithms.config import AlgorithmConfig
@@ -30,6 +31,8 @@ MODALITIES = ("mammo", "histo")
 class Algorithm(nn.Module):
     """Base class: the supervised multi-task loss, prediction and a standalone update."""
 
+    name: ClassVar[str]
+    settings: ClassVar[type[BaseModel] | None] = None
     uses_mixstyle: ClassVar[bool] = False
 
     def __init__(self, model: CrossModalModel, config: AlgorithmConfig, *,
@@ -249,6 +252,10 @@ def modality_rows(out: dict[str, Tensor], batch: Batch, modality: str
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
 
 
-def register_algorithm(name: str):
-    """Class decorator registering an algorithm under ``name``."""
-    return ALGORITHMS.register(name)
+def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
+    """Class decorator registering an algorithm under its ``name``.
+
+    An algorithm with hyperparameters of its own declares them as a pydantic model in
+    ``settings``; the config then nests them under its name (``algorithm.coral.weight``).
+    """
+    return ALGORITHMS.register(cls)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from radpath.registry import nest_settings
+
+# Keys of configs written before each algorithm's settings moved beside it.
+RENAMED = {"coral_weight": "coral.weight", "groupdro_eta": "groupdro.eta",
+           "temperature": "paper.temperature"}
 
 
 class _Strict(BaseModel):
@@ -36,22 +42,6 @@ class LossWeights(_Strict):
     mammo_views: float = Field(0.0, ge=0, description="the film-level mammography term (see above)")
 
 
-class IrmSettings(_Strict):
-    """IRMv1 (DomainBed defaults scaled to short runs)."""
-
-    weight: float = Field(10.0, ge=0, description="penalty weight after annealing")
-    anneal_steps: int = Field(100, ge=0, description="steps with weight 1 before the jump")
-
-
-class MixStyleSettings(_Strict):
-    """MixStyle on ViT tokens of the shallow blocks listed in model.backbone.mixstyle_layers."""
-
-    p: float = Field(0.5, ge=0, le=1, description="probability of mixing a batch")
-    alpha: float = Field(0.1, gt=0, description="Beta(alpha, alpha) of the mixing weight")
-    mix: Literal["random", "crossdomain"] = Field(
-        "crossdomain", description="partners drawn at random, or from other domains")
-
-
 class TileMixSettings(_Strict):
     """Mixup or CutMix of H&E tiles across labelled units, with soft targets (off at p 0).
 
@@ -71,6 +61,10 @@ class AlgorithmConfig(_Strict):
     Attributes:
         name: a registered algorithm: ``erm``, ``irm``, ``mixstyle``, ``coral``,
             ``groupdro`` or ``paper`` (contrastive + MixStyle + IRM).
+        irm, mixstyle, coral, groupdro, paper, ...: each registered algorithm's own
+            settings, declared in its file (``IrmSettings`` in ``algorithms/irm.py``...),
+            nested under its name; every one is present, with its defaults where the
+            config gives none.
         lesion_supervision: train the localisation head on lesion circles where the
             manifest has them (else it learns weakly, from image labels only).
         localisation_target: what the localisation head's weak, patient-level term asks
@@ -89,15 +83,19 @@ class AlgorithmConfig(_Strict):
             masks by the units' own labels.
     """
 
+    # Extra keys are the algorithms' settings, each checked by _nest against its class.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     name: str = "erm"
     weights: LossWeights = LossWeights()
-    irm: IrmSettings = IrmSettings()
-    mixstyle: MixStyleSettings = MixStyleSettings()
-    temperature: float = Field(0.07, gt=0, description="initial contrastive temperature")
-    coral_weight: float = Field(1.0, ge=0, description="weight of the CORAL penalty (coral)")
-    groupdro_eta: float = Field(0.01, gt=0, description="step size of the Group DRO domain "
-                                "weights (groupdro)")
     lesion_supervision: bool = True
     localisation_target: Literal["malignant", "finding"] = "malignant"
     mammo_target: Literal["malignant", "ordinal"] = "malignant"
     tile_mix: TileMixSettings = TileMixSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        from radpath.algorithms import ALGORITHMS  # the built-ins register on import
+
+        return nest_settings(data, ALGORITHMS, "algorithm", cls.model_fields, RENAMED)

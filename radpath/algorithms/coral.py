@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from radpath.algorithms.base import MODALITIES, Algorithm, Batch, modality_rows, register_algorithm
 from radpath.objectives.dg import coral_penalty
 
 
-@register_algorithm("coral")
+class CoralSettings(BaseModel):
+    """``algorithm.coral``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: float = Field(1.0, ge=0, description="weight of the CORAL penalty")
+
+
+@register_algorithm
 class CORAL(Algorithm):
     """ERM plus the CORAL penalty between the patient features of each pair of domains."""
+
+    name = "coral"
+    settings = CoralSettings
 
     def extra_terms(self, out: dict[str, Tensor], batch: Batch):
         penalty = out["fused_logit"].sum() * 0.0
@@ -20,4 +32,4 @@ class CORAL(Algorithm):
             groups = [g for g in groups if len(g) >= 2]  # a covariance needs two samples
             if len(groups) >= 2:
                 penalty = penalty + coral_penalty(groups)
-        return {"coral": (self.config.coral_weight, penalty)}
+        return {"coral": (self.config.coral.weight, penalty)}

@@ -3,6 +3,8 @@
 from radpath.algorithms.base import Algorithm, register_algorithm
 
 
-@register_algorithm("erm")
+@register_algorithm
 class ERM(Algorithm):
     """Pools all domains and minimises the average loss."""
+
+    name = "erm"

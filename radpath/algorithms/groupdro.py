@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from radpath.algorithms.base import MODALITIES, Algorithm, Batch, modality_rows, register_algorithm
 from radpath.objectives.dg import GroupDRO as GroupDROLoss
 
 
-@register_algorithm("groupdro")
+class GroupDROSettings(BaseModel):
+    """``algorithm.groupdro``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    eta: float = Field(0.01, gt=0, description="step size of the group weights (DomainBed)")
+
+
+@register_algorithm
 class GroupDRO(Algorithm):
     """Replaces the per-modality losses by a q-weighted sum over (modality, domain) groups.
 
@@ -18,11 +27,14 @@ class GroupDRO(Algorithm):
     a buffer, so they resume with a checkpoint.
     """
 
+    name = "groupdro"
+    settings = GroupDROSettings
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.domain_count = max(1, len(self.domains))
         self.robust = GroupDROLoss(len(MODALITIES) * self.domain_count,
-                                   eta=self.config.groupdro_eta)
+                                   eta=self.config.groupdro.eta)
 
     def supervised_terms(self, out: dict[str, Tensor], batch: Batch):
         terms = super().supervised_terms(out, batch)

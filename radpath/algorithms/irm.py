@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from radpath.algorithms.base import (
@@ -12,6 +13,16 @@ from radpath.algorithms.base import (
     register_algorithm,
 )
 from radpath.objectives.irm import IrmSchedule, check_domains, irm_penalty_by_domain
+
+
+class IrmSettings(BaseModel):
+    """IRMv1 (DomainBed defaults scaled to short runs), ``algorithm.irm``; the paper's
+    algorithm reads them too."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: float = Field(10.0, ge=0, description="penalty weight after annealing")
+    anneal_steps: int = Field(100, ge=0, description="steps with weight 1 before the jump")
 
 
 def irm_term(algorithm: Algorithm, out: dict[str, Tensor], batch: Batch) -> Tensor:
@@ -44,9 +55,12 @@ class IrmMixin:
         return total / weight if weight > 1.0 else total
 
 
-@register_algorithm("irm")
+@register_algorithm
 class IRM(IrmMixin, Algorithm):
     """ERM plus the IRMv1 penalty across domains."""
+
+    name = "irm"
+    settings = IrmSettings
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

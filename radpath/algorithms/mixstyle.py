@@ -1,9 +1,24 @@
 """MixStyle (Zhou et al. 2021) on the tokens of the backbone's shallow blocks."""
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
 from radpath.algorithms.base import Algorithm, register_algorithm
 
 
-@register_algorithm("mixstyle")
+class MixStyleSettings(BaseModel):
+    """MixStyle on ViT tokens of the shallow blocks listed in model.backbone.mixstyle_layers
+    (``algorithm.mixstyle``; the paper's algorithm reads them too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p: float = Field(0.5, ge=0, le=1)
+    alpha: float = Field(0.1, gt=0)
+    mix: Literal["random", "crossdomain"] = "crossdomain"
+
+
+@register_algorithm
 class MixStyle(Algorithm):
     """ERM on feature statistics mixed across samples (and domains) during training.
 
@@ -11,4 +26,6 @@ class MixStyle(Algorithm):
     evaluation.
     """
 
+    name = "mixstyle"
+    settings = MixStyleSettings
     uses_mixstyle = True

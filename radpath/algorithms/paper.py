@@ -9,6 +9,7 @@ in every domain at once.
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from radpath.algorithms.base import Algorithm, Batch, register_algorithm
@@ -16,16 +17,27 @@ from radpath.algorithms.irm import IrmMixin, irm_term
 from radpath.objectives.contrastive import SymmetricInfoNCE
 
 
-@register_algorithm("paper")
+class PaperSettings(BaseModel):
+    """``algorithm.paper``; IRM's and MixStyle's settings are read from ``algorithm.irm``
+    and ``algorithm.mixstyle``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.07, gt=0, description="initial contrastive temperature")
+
+
+@register_algorithm
 class Paper(IrmMixin, Algorithm):
     """Contrastive alignment + MixStyle + IRM on the shared-backbone model."""
 
+    name = "paper"
+    settings = PaperSettings
     uses_mixstyle = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._init_irm()
-        self.contrastive = SymmetricInfoNCE(init_temperature=self.config.temperature)
+        self.contrastive = SymmetricInfoNCE(init_temperature=self.config.paper.temperature)
 
     def extra_terms(self, out: dict[str, Tensor], batch: Batch):
         # Units lacking a modality count as unpaired: the loss masks them out.

@@ -43,8 +43,14 @@ Unit ids travel beside the tensors as ``unit_id`` (a list of strings).
 
 from __future__ import annotations
 
+from radpath.data.manifest import PAIRING_MODES
+
 LABEL_CODES = {"normal": 0, "benign": 1, "malignant": 2, "": -1}
-PAIRING_CODES = {"unpaired": 0, "": 0, "true": 1, "pseudo": 2}
+# The one pairing vocabulary, the manifest's: "unpaired", "true", "pseudo". A record not
+# yet paired has an empty field, which reads as unpaired.
+UNPAIRED = "unpaired"
+PAIRING_CODES = {UNPAIRED: 0, "true": 1, "pseudo": 2, "": 0}
+assert set(PAIRING_CODES) - {""} == set(PAIRING_MODES)
 MALIGNANT = LABEL_CODES["malignant"]
 
 TENSOR_KEYS = (

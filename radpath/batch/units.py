@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from radpath.batch.keys import UNPAIRED
 from radpath.data.manifest import Record
 from radpath.data.pairing import patient_label
 
@@ -66,7 +67,7 @@ def build_units(records: Sequence[Record], *, max_views: int,
         units.append(Unit(
             unit_id=unit_id, mammo=tuple(mammo), histo=tuple(histo),
             label=patient_label(members), grade=_grade(members, grade_column),
-            pairing=members[0].pairing or "unpaired",
+            pairing=members[0].pairing or UNPAIRED,
             mammo_domain=mammo[0].domain if mammo else "",
             histo_domain=histo[0].domain if histo else "",
             patient_ids=tuple(dict.fromkeys(r.patient_id for r in members))))

@@ -15,26 +15,34 @@ Workers = Annotated[int | None, typer.Option(help="Worker processes (default: al
 
 
 def ingest(
-    source: Annotated[str, typer.Argument(help="Dataset adapter: mias, cbis-ddsm, breakhis, "
-                                               "ucsb, inbreast, bach, folder or csv.")],
+    source: Annotated[str, typer.Argument(help="Dataset source: mias, cbis-ddsm, breakhis, "
+                                               "ucsb, inbreast, bach, camelyon16, camelyon17, "
+                                               "folder, csv, or wsi (whole slides).")],
     path: Annotated[Path, typer.Argument(help="The dataset folder (or CSV for 'csv').")],
     out: Annotated[Path, typer.Option("--out", help="Manifest to write (.csv or .parquet).")],
     labels: Annotated[Path | None, typer.Option(help="CSV mapping path/patient_id/image_id "
                                                       "to label.")] = None,
     descriptions: Annotated[list[Path] | None, typer.Option(
         "--descriptions", help="CBIS-DDSM description CSV (repeatable).")] = None,
-    domain: Annotated[str | None, typer.Option(help="Override the adapter's domain.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Override the source's domain.")] = None,
     modality: Annotated[str | None, typer.Option(help="mammo or histo (for 'folder').")] = None,
     workers: Workers = None,
     verify: Annotated[bool, typer.Option(help="Decode every image to catch bad files.")] = True,
     preview: Annotated[Path | None, typer.Option(help="Also write a PNG grid of preprocessed "
                                                        "samples per domain.")] = None,
+    mpp: Annotated[float | None, typer.Option(help="Microns per pixel overriding the slides' "
+                                                    "metadata (for 'wsi').")] = None,
 ) -> None:
     """Read a dataset layout into a validated manifest; bad files go to skipped.csv."""
-    from radpath.data.adapters import AdapterOptions
-    from radpath.data.ingest import ingest as run_ingest
+    if source == "wsi":
+        from radpath.cli.slides_command import ingest_wsi
 
-    options = AdapterOptions(labels=labels, descriptions=tuple(descriptions or ()),
+        ingest_wsi(path, out, mpp=mpp, domain=domain, workers=workers)
+        return
+    from radpath.data.ingest import ingest as run_ingest
+    from radpath.data.sources import SourceOptions
+
+    options = SourceOptions(labels=labels, descriptions=tuple(descriptions or ()),
                              domain=domain, modality=modality)
     report = run_ingest(source, path, out, options=options, workers=workers, verify=verify)
     _print_ingest_summary(report)

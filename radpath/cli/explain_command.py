@@ -12,11 +12,13 @@ console = Console(stderr=True)
 
 
 def explain(
-    run: Annotated[Path, typer.Option("--run", help="Run folder written by radpath train.")],
-    mammo: Annotated[list[Path], typer.Option("--mammo", help="Mammogram file (repeatable): "
-                                                              "DICOM, PGM, PNG, TIFF.")],
+    run: Annotated[Path, typer.Option("--run", help="Run folder written by radpath train "
+                                                    "(with --slide: a slide model folder).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for explanation.json, "
                                                     "figure.png and overlays.")],
+    mammo: Annotated[list[Path] | None, typer.Option("--mammo", help="Mammogram file "
+                                                     "(repeatable): DICOM, PGM, PNG, TIFF.")]
+    = None,
     histo: Annotated[list[Path] | None, typer.Option("--histo", help="H&E image "
                                                                      "(repeatable).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Regions to report.")] = 3,
@@ -26,8 +28,22 @@ def explain(
                                               "from another patient).")] = "true",
     tiles_per_region: Annotated[int, typer.Option("--tiles-per-region", min=0,
                                                   help="Tiles linked per region.")] = 3,
+    slide: Annotated[Path | None, typer.Option("--slide", help="A whole slide to explain "
+                                               "instead (needs --coords).")] = None,
+    coords: Annotated[Path | None, typer.Option("--coords", help="Its coords .h5 from "
+                                                "radpath tiles.")] = None,
 ) -> None:
-    """Explain one case: heatmap, numbered regions, linked H&E tiles and a rationale."""
+    """Explain one case: heatmap, numbered regions, linked H&E tiles and a rationale.
+
+    With --slide: the slide's MIL attention and localisation heatmaps (radpath.explain.slide).
+    """
+    if slide is not None:
+        from radpath.cli.slides_command import explain_slide_command
+
+        explain_slide_command(run, slide, coords, out, top_k)
+        return
+    if not mammo:
+        raise typer.BadParameter("give at least one --mammo (or --slide)", param_hint="--mammo")
     from radpath.engine.checkpoint import load_run
     from radpath.explain.case import MAP_KINDS, explain_case, write_explanation
 

@@ -59,6 +59,7 @@ def _register_commands() -> None:
         explain_command,
         pretrain_command,
         serve_command,
+        slides_command,
         train_command,
     )
 
@@ -70,6 +71,7 @@ def _register_commands() -> None:
     explain_command.register(app)
     serve_command.register(app)
     demo_command.register(app)
+    slides_command.register(app)
 
 
 def main() -> None:

@@ -55,6 +55,11 @@ def serve(
     max_connections: Annotated[int, typer.Option(
         help="Open connections served at once; more are answered 503.", min=1)] = 64,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads.", min=1)] = None,
+    slides: Annotated[Path | None, typer.Option(help="slides.csv whose slides to serve as "
+                                                     "Deep Zoom tiles at /slides.")] = None,
+    heatmaps: Annotated[Path | None, typer.Option(help="Folder of <image_id>/<map>.png slide "
+                                                       "heatmaps (radpath explain --slide).")]
+    = None,
 ) -> None:
     """Serve the API (POST /v1/cases, GET /v1/health) and the web viewer at /."""
     token = (token or os.environ.get(TOKEN_ENV) or "").strip() or None
@@ -68,6 +73,10 @@ def serve(
     limits = Limits(max_request_bytes=int(max_mb * 1024 * 1024), max_files_per_field=max_files,
                     timeout_s=timeout, body_timeout_s=body_timeout)
     app = create_app(run, token=token, limits=limits, threads=threads)
+    if slides is not None:
+        from radpath.serve.slides import slide_router
+
+        app.include_router(slide_router(slides, heatmaps=heatmaps))
     shown = f"[{host}]" if ":" in host else host
     console.print(f"radpath serving {run.name} at http://{shown}:{port}/ "
                   f"({'token required' if token else 'no token'}); Ctrl-C stops")

@@ -1,1 +1,1 @@
-"""Data: manifests, dataset adapters, image reading, preprocessing, pairing, splits, cache."""
+"""Data: manifests, dataset sources, image reading, preprocessing, pairing, splits, cache."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radpath.data.adapters import AdapterOptions
 from radpath.data.ingest import ingest
 from radpath.data.preprocess import PreprocessConfig, cache_manifest
 from radpath.data.preview import write_preview
+from radpath.data.sources import SourceOptions
 from radpath.data.synthetic import SyntheticConfig, make_synthetic_cohort
 from radpath.data.workflow import combine_pair_split
 from radpath.errors import RadpathError
@@ -51,6 +51,6 @@ def _ingest_cbis(cases: Path, out: Path, workers: int | None, progress: bool) ->
     labels.parent.mkdir(parents=True, exist_ok=True)
     labels.write_text("path,label\nsfm-benign-0,benign\nsfm-malign-0,malignant\n")
     target = out / "ingest" / "cbis-ddsm" / "manifest.csv"
-    ingest("cbis-ddsm", cases, target, options=AdapterOptions(labels=labels), workers=workers,
+    ingest("cbis-ddsm", cases, target, options=SourceOptions(labels=labels), workers=workers,
            progress=progress)
     return target

@@ -1,6 +1,6 @@
 """Ingest: a dataset layout in, a validated manifest and a ``skipped.csv`` out.
 
-The adapter reads the layout; then every image is decoded once, in parallel, so corrupt,
+The dataset source reads the layout; then every image is decoded once, in parallel, so corrupt,
 truncated, non-image, constant or wrong-modality files are found now rather than in the
 middle of training. Nothing is dropped silently: each skipped file is written to
 ``skipped.csv`` beside the manifest with its reason.
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from radpath.atomic import atomic_path
-from radpath.data.adapters import ADAPTERS, AdapterOptions, Skipped
 from radpath.data.manifest import Manifest, Record, write_manifest
+from radpath.data.sources import SOURCES, Skipped, SourceOptions
 from radpath.errors import RadpathError
 from radpath.parallel import parallel_map
 
@@ -118,18 +118,19 @@ def _lesion_problem(shape: tuple[int, ...], centres: Sequence[tuple[float, float
 
 
 def ingest(source: str, root: str | Path, out: str | Path, *,
-           options: AdapterOptions | None = None, workers: int | None = None,
+           options: SourceOptions | None = None, workers: int | None = None,
            verify: bool = True, progress: bool = True) -> IngestReport:
-    """Ingest ``root`` with the adapter called ``source`` into the manifest ``out``.
+    """Ingest ``root`` with the dataset source called ``source`` into the manifest ``out``.
 
     Raises:
         RadpathError: when no image could be ingested (``skipped.csv`` is still written).
     """
-    adapter = ADAPTERS.get(source)(Path(root), options)
-    found = list(adapter.scan())
+    reader = SOURCES.get(source)(Path(root), options)
+    found = list(reader.scan())
     records = [item for item in found if isinstance(item, Record)]
     skipped = [item for item in found if isinstance(item, Skipped)]
-    if verify and records:
+    # Whole-slide sources check each slide while scanning: decoding one whole is never done.
+    if verify and records and getattr(reader, "verify_pixels", True):
         tasks = [(r.path, r.modality, tuple((les.x, les.y) for les in r.lesions))
                  for r in records]
         reasons = parallel_map(check_image, tasks, workers=workers,
@@ -139,7 +140,7 @@ def ingest(source: str, root: str | Path, out: str | Path, *,
     out = Path(out)
     skipped_path = write_skipped(skipped, out.with_name("skipped.csv"))
     if not records:
-        raise RadpathError(f"nothing could be ingested from {root} with the '{source}' adapter "
+        raise RadpathError(f"nothing could be ingested from {root} with the '{source}' source "
                            f"({len(skipped)} file(s) skipped, reasons in {skipped_path})")
     Manifest(records)  # duplicate image ids fail here, before anything is written
     write_manifest(records, out)

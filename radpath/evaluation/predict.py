@@ -1,4 +1,4 @@
-"""Run a trained algorithm (optionally through a test-time adapter) over a dataset.
+"""Run a trained algorithm (optionally through a test-time adaptation method) over a dataset.
 
 Predictions are kept per unit (a patient, or a pseudo-pair), with the unit's label,
 domains and, per mammogram view, the peak of the localisation map next to the view's

@@ -39,12 +39,12 @@ class EvaluationResult:
 
 
 def make_predictor(run: LoadedRun, adapt: str, *, mode: str = "episodic") -> Predictor:
-    """The predictor for ``adapt``: plain prediction, or a test-time adapter on a copy."""
+    """The predictor for ``adapt``: plain prediction, or a test-time adaptation method on a copy."""
     if adapt == "none":
         return run.algorithm.predict
-    from radpath.adapt import ADAPTERS_TTA, TTAConfig
+    from radpath.adapt import TTA_METHODS, TTAConfig
 
-    adapter = ADAPTERS_TTA.get(adapt)(run.algorithm, TTAConfig(name=adapt, mode=mode))
+    adapter = TTA_METHODS.get(adapt)(run.algorithm, TTAConfig(name=adapt, mode=mode))
     return adapter.adapt_and_predict
 
 

@@ -43,37 +43,37 @@ NUM_PREFIX_TOKENS = 1  # the CLS token; no register tokens
 BACKBONES: Registry[Callable[..., dict[str, Any]]] = Registry("backbone")
 
 
-@BACKBONES.register("vit_test")
+@BACKBONES.register
 def vit_test() -> dict[str, Any]:
     """A 2-block, 64-wide ViT for unit tests (CPU, milliseconds)."""
     return dict(patch_size=8, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0)
 
 
-@BACKBONES.register("vit_micro")
+@BACKBONES.register
 def vit_micro() -> dict[str, Any]:
     """A 4-block, 64-wide ViT: twice vit_test's depth at its width, for CPU runs."""
     return dict(patch_size=8, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
 
 
-@BACKBONES.register("vit_mini")
+@BACKBONES.register
 def vit_mini() -> dict[str, Any]:
     """A 4-block, 128-wide ViT for CPU runs on real data."""
     return dict(patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0)
 
 
-@BACKBONES.register("vit_tiny")
+@BACKBONES.register
 def vit_tiny() -> dict[str, Any]:
     """ViT-Ti/16 (timm ``vit_tiny_patch16_224``)."""
     return dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
 
 
-@BACKBONES.register("vit_small")
+@BACKBONES.register
 def vit_small() -> dict[str, Any]:
     """ViT-S/16 (timm ``vit_small_patch16_224``)."""
     return dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)
 
 
-@BACKBONES.register("vit_base")
+@BACKBONES.register
 def vit_base() -> dict[str, Any]:
     """ViT-B/16 (timm ``vit_base_patch16_224``)."""
     return dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0)

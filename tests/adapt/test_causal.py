@@ -4,14 +4,13 @@ import pytest
 import torch
 
 from radpath.adapt import TTAConfig, build_tta
-from radpath.adapt.base import InterventionConfig
 from radpath.adapt.causal import (
     agreement_mask,
     head_logits,
     nuisance_directions,
     project_out,
 )
-from radpath.adapt.interventions import adjust_hed, intervene
+from radpath.adapt.interventions import InterventionConfig, adjust_hed, intervene
 from radpath.adapt.tent import layernorm_parameters
 from radpath.models.heads import BinaryHead, OrdinalHead
 from tests.adapt import changed_keys, state_copy, tiny_algorithm
@@ -149,13 +148,14 @@ def test_agreement_mask() -> None:
 # ---------------------------------------------------------------- the adapter
 
 
-def _config(**kwargs) -> TTAConfig:
-    return TTAConfig(name="causal", n_interventions=3, n_directions=2, **kwargs)
+def _config(sar: dict | None = None, steps: int = 1, lr: float = 1e-3, **causal) -> TTAConfig:
+    return TTAConfig(name="causal", steps=steps, lr=lr, sar=sar or {},
+                     causal={"n_interventions": 3, "n_directions": 2, **causal})
 
 
 def test_causal_without_directions_is_the_source_model() -> None:
     algorithm, batch = tiny_algorithm(), _batch()
-    out = build_tta(algorithm, _config().model_copy(update={"n_directions": 0}))(batch)
+    out = build_tta(algorithm, _config(n_directions=0))(batch)
     expected = algorithm.predict(batch)
     assert out.keys() == expected.keys()
     for key in ("mammo_prob", "histo_prob", "fused_prob", "grade_prob"):
@@ -187,7 +187,7 @@ def test_causal_predicts_on_mixed_batches_and_leaves_the_source_alone(tmp_path) 
 @pytest.mark.parametrize("modality", ["mammo", "histo"])
 def test_causal_with_a_single_modality(modality: str) -> None:
     algorithm, batch = tiny_algorithm(num_grades=0), _only(_batch(), modality)
-    adapter = build_tta(algorithm, _config(adapt_norm=True, reset_threshold=0.0))
+    adapter = build_tta(algorithm, _config(adapt_norm=True, sar={"reset_threshold": 0.0}))
     out = adapter.adapt_and_predict(batch)
     for key in ("mammo_prob", "histo_prob", "fused_prob"):
         assert torch.isfinite(out[key]).all()
@@ -198,7 +198,7 @@ def test_causal_with_a_single_modality(modality: str) -> None:
 def test_adapt_norm_changes_only_layernorm_on_agreeing_samples() -> None:
     algorithm, batch = tiny_algorithm(), _batch()
     adapter = build_tta(algorithm, _config(adapt_norm=True, steps=2, lr=1e-2,
-                                           reset_threshold=0.0))
+                                           sar={"reset_threshold": 0.0}))
     source = state_copy(adapter.algorithm)
     out = adapter.adapt_and_predict(batch)
     changed = changed_keys(source, adapter.algorithm)

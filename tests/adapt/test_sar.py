@@ -49,7 +49,7 @@ def test_only_reliable_terms_enter_the_loss() -> None:
 def test_no_reliable_sample_means_no_update() -> None:
     batch = random_batch()
     algorithm = tiny_algorithm()
-    adapter = build_tta(algorithm, TTAConfig(name="sar", e0=1e-6, steps=3))
+    adapter = build_tta(algorithm, TTAConfig(name="sar", sar={"e0": 1e-6}, steps=3))
     source = state_copy(adapter.algorithm)
     out = adapter.adapt_and_predict(batch)
     assert not changed_keys(source, adapter.algorithm)
@@ -60,8 +60,8 @@ def test_no_reliable_sample_means_no_update() -> None:
 def test_sar_changes_only_layernorm(sam: bool) -> None:
     algorithm = _confident_algorithm()
     before = state_copy(algorithm)
-    adapter = build_tta(algorithm, TTAConfig(name="sar", steps=2, lr=1e-2, sam=sam,
-                                             reset_threshold=0.0))
+    adapter = build_tta(algorithm, TTAConfig(name="sar", steps=2, lr=1e-2,
+                                             sar={"sam": sam, "reset_threshold": 0.0}))
     source = state_copy(adapter.algorithm)
     out = adapter.adapt_and_predict(random_batch(units=6))
     changed = changed_keys(source, adapter.algorithm)
@@ -75,8 +75,8 @@ def test_sam_takes_a_different_step_than_plain_gradient() -> None:
     states = []
     for sam in (False, True):
         adapter = build_tta(_confident_algorithm(),
-                            TTAConfig(name="sar", lr=1e-2, sam=sam, sam_rho=0.5,
-                                      optimizer="sgd", reset_threshold=0.0))
+                            TTAConfig(name="sar", lr=1e-2, optimizer="sgd",
+                                      sar={"sam": sam, "sam_rho": 0.5, "reset_threshold": 0.0}))
         adapter.adapt_and_predict(batch)
         states.append(state_copy(adapter.algorithm))
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -86,7 +86,7 @@ def test_low_loss_average_triggers_a_reset_to_the_source() -> None:
     algorithm, batch = _confident_algorithm(), random_batch(units=6)
     # Any entropy is below 10 ln 2: the moving average signals collapse at the first step.
     adapter = build_tta(algorithm, TTAConfig(name="sar", mode="online", lr=1e-2,
-                                             reset_threshold=10.0))
+                                             sar={"reset_threshold": 10.0}))
     source = state_copy(adapter.algorithm)
     out = adapter.adapt_and_predict(batch)
     assert adapter.resets == 1
@@ -96,7 +96,7 @@ def test_low_loss_average_triggers_a_reset_to_the_source() -> None:
     torch.testing.assert_close(out["fused_prob"], algorithm.predict(batch)["fused_prob"])
     # Without the threshold the same batch adapts and keeps its weights.
     adapter = build_tta(algorithm, TTAConfig(name="sar", mode="online", lr=1e-2,
-                                             reset_threshold=0.0))
+                                             sar={"reset_threshold": 0.0}))
     adapter.adapt_and_predict(batch)
     assert adapter.resets == 0 and changed_keys(source, adapter.algorithm)
 
@@ -122,7 +122,7 @@ def test_prediction_collapse_needs_a_lost_class() -> None:
 def test_prediction_collapse_resets(monkeypatch) -> None:
     algorithm, batch = _confident_algorithm(), random_batch(units=6)
     adapter = build_tta(algorithm, TTAConfig(name="sar", mode="online", lr=1e-2,
-                                             reset_threshold=0.0))
+                                             sar={"reset_threshold": 0.0}))
     monkeypatch.setattr("radpath.adapt.sar.predictions_collapsed", lambda *a, **k: True)
     source = state_copy(adapter.algorithm)
     out = adapter.adapt_and_predict(batch)

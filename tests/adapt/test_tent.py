@@ -4,7 +4,7 @@ import pydantic
 import pytest
 import torch
 
-from radpath.adapt import ADAPTERS_TTA, TTAConfig, build_tta
+from radpath.adapt import TTA_METHODS, TTAConfig, build_tta
 from radpath.adapt.tent import binary_entropy, layernorm_parameters
 from radpath.errors import RadpathError
 from tests.adapt import (
@@ -21,7 +21,7 @@ def _mean_entropy(probs: torch.Tensor) -> float:
 
 
 def test_registry_config_and_the_identity_adapter() -> None:
-    assert {"none", "tent", "sar", "causal"} <= set(ADAPTERS_TTA.names())
+    assert {"none", "tent", "sar", "causal"} <= set(TTA_METHODS.names())
     with pytest.raises(pydantic.ValidationError):
         TTAConfig(unknown=1)
     with pytest.raises(pydantic.ValidationError):

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from radpath.algorithms import ALGORITHMS, Algorithm, register_algorithm
 from radpath.algorithms.base import MODALITIES, malignancy_target, masked_bce, modality_rows
-from radpath.algorithms.config import IrmSettings, MixStyleSettings, TileMixSettings
+from radpath.algorithms.config import TileMixSettings
+from radpath.algorithms.irm import IrmSettings
+from radpath.algorithms.mixstyle import MixStyleSettings
 from radpath.augment import TileMix
 from radpath.errors import RadpathError
 from tests.algorithms import only, tiny_algorithm
@@ -188,7 +190,7 @@ def _group_losses(algorithm: Algorithm, batch: dict[str, torch.Tensor]) -> torch
 
 
 def test_groupdro_weights_move_toward_the_group_with_the_higher_loss() -> None:
-    algorithm = tiny_algorithm("groupdro", groupdro_eta=1.0)
+    algorithm = tiny_algorithm("groupdro", groupdro={"eta": 1.0})
     batch = random_batch(units=8, seed=3)
     torch.testing.assert_close(algorithm.robust.q, torch.full((4,), 0.25))
     losses = _group_losses(algorithm, batch)

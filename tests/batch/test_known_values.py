@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from radpath.adapt.base import InterventionConfig
-from radpath.adapt.interventions import intervene_histo, intervene_mammo
+from radpath.adapt.interventions import InterventionConfig, intervene_histo, intervene_mammo
 from radpath.batch.tensors import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -15,9 +15,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from radpath.data.adapters import AdapterOptions
 from radpath.data.ingest import ingest
 from radpath.data.io import read_image
+from radpath.data.sources import SourceOptions
 from radpath.errors import ImageReadError
 from tests.fuzz_corpus import (
     dicom_bytes,
@@ -34,7 +34,7 @@ GREY8 = np.rint(mammo_pixels(64) * 255).astype(np.uint8)
 
 def _folder_ingest(root: Path, modality: str, workers: int = 1):
     return ingest("folder", root, root.parent / "out" / "m.csv", workers=workers,
-                  options=AdapterOptions(modality=modality), progress=False)
+                  options=SourceOptions(modality=modality), progress=False)
 
 
 def _skipped(report) -> dict[str, str]:

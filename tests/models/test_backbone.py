@@ -199,7 +199,7 @@ def test_compiled_tokens_and_gradients_match_eager_and_copies_stay_apart() -> No
     (compiled_grad,) = torch.autograd.grad(compiled.sum(), x)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(compiled_grad, eager_grad, atol=1e-4, rtol=1e-4)
-    # The compiled body is a free function: a copy (an EMA, a test-time adapter) runs its
+    # The compiled body is a free function: a copy (an EMA, a test-time adaptation method) runs its
     # own weights, not those of the backbone it was copied from.
     copy = deepcopy(backbone)
     with torch.no_grad():
