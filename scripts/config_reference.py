@@ -75,6 +75,18 @@ def render() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def component_settings(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """The settings each registered component nests under its name in ``model``
+    (``algorithm.irm.weight``, the test-time adapters' ``causal.n_directions``...)."""
+    from radpath.adapt import TTA_METHODS, TTAConfig
+    from radpath.algorithms import ALGORITHMS
+    from radpath.algorithms.config import AlgorithmConfig
+
+    registries = {AlgorithmConfig: ALGORITHMS, TTAConfig: TTA_METHODS}
+    registry = registries.get(model)
+    return dict(sorted(registry.settings().items())) if registry is not None else {}
+
+
 def _sections(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, type[BaseModel]]]:
     """``model`` and each nested settings model under it, depth first, with their keys."""
     yield prefix, model
@@ -82,6 +94,8 @@ def _sections(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, type[B
         nested = _nested_model(field.annotation)
         if nested is not None:
             yield from _sections(nested, f"{prefix}{name}.")
+    for name, settings in component_settings(model).items():
+        yield from _sections(settings, f"{prefix}{name}.")
 
 
 def _section(prefix: str, model: type[BaseModel]) -> str:
@@ -100,6 +114,10 @@ def _section(prefix: str, model: type[BaseModel]) -> str:
             kind = _escape(_type_name(field.annotation) + _constraints(field))
             default = f"`{_escape(_default(field))}`"
         rows.append(f"| {key} | {kind} | {default} | {_escape(described.get(name, '–'))} |")
+    for name, settings in component_settings(model).items():
+        rows.append(f"| `{prefix}{name}` | [{settings.__name__}](#{_anchor(prefix + name)}) "
+                    f"| see below | the settings of `{name}`: "
+                    f"{_escape(_docstring_summary(settings))} |")
     return f"### {heading}\n\n{summary}\n\n" + "\n".join(rows) + "\n"
 
 
