@@ -84,7 +84,12 @@ def component_settings(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
 
     registries = {AlgorithmConfig: ALGORITHMS, TTAConfig: TTA_METHODS}
     registry = registries.get(model)
-    return dict(sorted(registry.settings().items())) if registry is not None else {}
+    if registry is None:
+        return {}
+    # The package's own components only: one registered by a user's module (or a test)
+    # is not part of radpath's reference.
+    return {name: settings for name, settings in sorted(registry.settings().items())
+            if settings.__module__.startswith("radpath.")}
 
 
 def _sections(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, type[BaseModel]]]:
