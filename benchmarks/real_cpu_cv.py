@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=seed_list, default=None,
                         help="comma-separated seeds, one cross-validation each (folds and "
                              "training), summarised as mean ± sd; default: the config's")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "real-cpu.yaml",
+                        help="the recipe cross-validated (e.g. configs/real-cpu-pretrained.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     add_group_option(parser)
     parser.add_argument("--table", type=Path, default=None,
@@ -97,7 +99,7 @@ def main() -> None:
     table = "\n".join([
         "# real-cpu under cross-validation", "",
         f"Made by `{command}` in {minutes:.0f} min on {torch.get_num_threads()} CPU threads: "
-        f"configs/real-cpu.yaml{''.join(' ' + o for o in args.overrides)}. AUC of malignancy "
+        f"{_shown(args.config)}{''.join(' ' + o for o in args.overrides)}. AUC of malignancy "
         "(malignant vs rest) per unit, out-of-fold predictions pooled over the folds, 95% "
         f"bootstrap CIs; {pairing}", "", *_over_seeds(pooled),
         *_seed_ensemble(args.work / f"cv{suffix}", list(pooled), args.algorithms.split(",")),
@@ -114,7 +116,7 @@ def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | No
     """One cross-validation of real-cpu with ``seed`` (None: the config's), in
     ``out/seed-SEED`` (``out`` itself for None): the seed, the metric rows, cv.md."""
     overrides = [*args.overrides, *([f"seed={seed}"] if seed is not None else [])]
-    config = load_config(REPO / "configs" / "real-cpu.yaml",
+    config = load_config(args.config,
                          [f"data.cache_dir={args.work / 'cache'}", "trainer.progress_bar=false",
                           *overrides])
     if seed is not None:
@@ -123,6 +125,11 @@ def _cross_validate(args: argparse.Namespace, manifest: Manifest, seed: int | No
                   algorithms=tuple(args.algorithms.split(",")), checkpoint=args.checkpoint,
                   val_fraction=args.val_fraction, group_of=FOLD_GROUPS[args.group])
     return config.seed, rows, (out / "cv.md").read_text()
+
+
+def _shown(path: Path) -> str:
+    path = path.absolute()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _pooled_aucs(rows: list[dict]) -> dict[tuple[str, str], float]:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from rich.progress import (
@@ -48,31 +49,61 @@ def progress_bar(*, enabled: bool = True) -> Progress:
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
-                 description: str = "working", progress: bool = True) -> list[R]:
+                 description: str = "working", progress: bool = True,
+                 on_crash: Callable[[T], R] | None = None) -> list[R]:
     """``[fn(item) for item in items]``, over ``workers`` processes, in order.
 
     ``fn`` must be picklable (a module-level function) and should return, not raise, its
     per-item failures, so that one bad file never stops a batch.
+
+    Args:
+        on_crash: the result of an item whose worker process died on it (a segmentation
+            fault in a C decoder, the out-of-memory killer). Given, the items left when a
+            worker dies are run again one per fresh process, so that only the culprits
+            get this result; None, the pool's ``BrokenProcessPool`` is raised.
     """
     workers = default_workers() if workers is None else workers
     results: list[R] = []
     with progress_bar(enabled=progress) as bar:
         task = bar.add_task(description, total=len(items))
-        for result in _results(fn, items, workers):
+        for result in _results(fn, items, workers, on_crash):
             results.append(result)
             bar.advance(task)
     return results
 
 
-def _results(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterable[R]:
+def _results(fn: Callable[[T], R], items: Sequence[T], workers: int,
+             on_crash: Callable[[T], R] | None) -> Iterable[R]:
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
     # Chunks amortise inter-process traffic on large cohorts yet keep the bar moving.
     chunksize = max(1, min(64, len(items) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        yield from pool.map(fn, items, chunksize=chunksize)
+    done = 0
+    try:
+        with _pool(workers) as pool:
+            for result in pool.map(fn, items, chunksize=chunksize):
+                done += 1
+                yield result
+    except BrokenProcessPool:
+        if on_crash is None:
+            raise
+        for item in items[done:]:
+            yield _alone(fn, item, on_crash)
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def _alone(fn: Callable[[T], R], item: T, on_crash: Callable[[T], R]) -> R:
+    """``fn(item)`` in a process of its own; ``on_crash(item)`` if that process dies."""
+    with _pool(1) as pool:
+        try:
+            return pool.submit(fn, item).result()
+        except BrokenProcessPool:
+            return on_crash(item)
 
 
 # prctl(2) option: the signal this process gets when the thread that forked it ends.

@@ -332,11 +332,13 @@ def _corrupted(make: Callable[[], bytes], corrupt: Callable[[bytes, int], bytes]
     return lambda: corrupt(make(), seed)
 
 
-def make_corpus(root: str | Path, *, sample: int | None = None, seed: int = 0) -> list[Path]:
-    """Write the corpus under ``root``; with ``sample``, about that many files (every
-    corruption kept at least once, the rest drawn at random with ``seed``)."""
+def make_corpus(root: str | Path, *, sample: int | None = None, seed: int = 0,
+                seeds: int = 4) -> list[Path]:
+    """Write the corpus (``seeds`` variants of each file) under ``root``; with ``sample``,
+    about that many files (every corruption of each modality kept once, the rest drawn
+    at random with ``seed``)."""
     root = Path(root)
-    chosen = list(samples())
+    chosen = list(samples(seeds))
     if sample is not None:
         chosen = _stratified(chosen, sample, seed)
     written = []
@@ -351,13 +353,11 @@ def make_corpus(root: str | Path, *, sample: int | None = None, seed: int = 0) -
 
 
 def _stratified(items: list[Sample], count: int, seed: int) -> list[Sample]:
+    """One file per (modality, corruption), then random others up to ``count``."""
     rng = np.random.default_rng(seed)
     first: dict[tuple[str, str], Sample] = {}
     for item in items:
         first.setdefault((item.modality, item.corruption), item)
-    for item in items:  # every format too, valid
-        if item.corruption == "valid":
-            first.setdefault((item.modality, item.fmt), item)
     kept = list(first.values())
     rest = [item for item in items if item not in kept]
     extra = max(0, count - len(kept))
@@ -368,3 +368,63 @@ def _stratified(items: list[Sample], count: int, seed: int) -> list[Sample]:
 if __name__ == "__main__":
     files = make_corpus(sys.argv[1] if len(sys.argv) > 1 else "fuzz-corpus")
     print(f"{len(files)} files written")
+
+
+# --------------------------------------------------------------------------- the audits
+
+
+@dataclass
+class IngestAudit:
+    """Where each file of one half of the corpus ended, and what preprocessing said."""
+
+    files: list[Path]
+    admitted: dict[Path, str]  # path -> label
+    skipped: dict[Path, str]  # path -> reason
+    preprocessing_failures: dict[Path, str]
+
+    @property
+    def unaccounted(self) -> list[Path]:
+        return [p for p in self.files if p not in self.admitted and p not in self.skipped]
+
+
+def audit_ingest(root: Path, modality: str, out: Path, *, workers: int = 2) -> IngestAudit:
+    """Ingest ``root/modality`` with the folder source and preprocess every admitted file."""
+    import csv
+
+    from radpath.data.ingest import ingest
+    from radpath.data.manifest import read_manifest
+    from radpath.data.preprocess import RecordPreprocessor
+    from radpath.data.sources import SourceOptions
+
+    folder = root / modality
+    report = ingest("folder", folder, out / f"{modality}.csv", workers=workers,
+                    options=SourceOptions(modality=modality), progress=False)
+    records = list(read_manifest(report.manifest_path))
+    with report.skipped_path.open(newline="") as handle:
+        skipped = {Path(row["path"]).resolve(): row["reason"] for row in csv.DictReader(handle)}
+    pre = RecordPreprocessor()
+    failures = {}
+    for record in records:
+        try:
+            pre(record)
+        except Exception as exc:
+            failures[Path(record.path).resolve()] = f"{type(exc).__name__}: {exc}"
+    files = sorted(p.resolve() for p in folder.rglob("*") if p.is_file())
+    return IngestAudit(files, {Path(r.path).resolve(): r.label for r in records}, skipped,
+                       failures)
+
+
+def audit_service(client, root: Path, mammo: bytes) -> dict[Path, tuple[int, str]]:
+    """Post every corpus file to ``POST /v1/cases`` (histology beside the good ``mammo``);
+    path -> (status, content type)."""
+    answers = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        modality = path.relative_to(root).parts[0]
+        files = [(modality, (path.name, path.read_bytes(), "application/octet-stream"))]
+        if modality == "histo":
+            files.insert(0, ("mammo", ("good.png", mammo, "image/png")))
+        response = client.post("/v1/cases", files=files)
+        answers[path] = (response.status_code, response.headers.get("content-type", ""))
+        if response.status_code >= 400:
+            assert response.json()["detail"], (path.name, response.text)
+    return answers

@@ -30,6 +30,9 @@ def ingest(
     verify: Annotated[bool, typer.Option(help="Decode every image to catch bad files.")] = True,
     preview: Annotated[Path | None, typer.Option(help="Also write a PNG grid of preprocessed "
                                                        "samples per domain.")] = None,
+    pseudonymise: Annotated[Path | None, typer.Option(
+        help="Key file (made when missing; keep it outside the outputs): image and patient "
+             "ids become keyed hashes instead of file or folder names.")] = None,
     mpp: Annotated[float | None, typer.Option(help="Microns per pixel overriding the slides' "
                                                     "metadata (for 'wsi').")] = None,
 ) -> None:
@@ -44,7 +47,8 @@ def ingest(
 
     options = SourceOptions(labels=labels, descriptions=tuple(descriptions or ()),
                              domain=domain, modality=modality)
-    report = run_ingest(source, path, out, options=options, workers=workers, verify=verify)
+    report = run_ingest(source, path, out, options=options, workers=workers, verify=verify,
+                        pseudonym_key=pseudonymise)
     _print_ingest_summary(report)
     if preview is not None:
         _write_preview(out, preview)

@@ -9,6 +9,10 @@ middle of training. Nothing is dropped silently: each skipped file is written to
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
+import os
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,11 @@ def check_image(task: tuple[str, str, tuple[tuple[float, float], ...]]) -> str:
         raise
     except BaseException as exc:  # a decoder bug (even a Rust panic) is a skip, not a crash
         return f"could not be decoded ({type(exc).__name__})"
+
+
+def _crashed(_task: tuple) -> str:
+    return ("the decoder crashed the worker process (a segmentation fault or out of "
+            "memory) on this file")
 
 
 # Below this, an RGB image's colour is JPEG noise: the 99th percentile of a pixel's
@@ -119,12 +128,22 @@ def _lesion_problem(shape: tuple[int, ...], centres: Sequence[tuple[float, float
 
 def ingest(source: str, root: str | Path, out: str | Path, *,
            options: SourceOptions | None = None, workers: int | None = None,
-           verify: bool = True, progress: bool = True) -> IngestReport:
+           verify: bool = True, progress: bool = True,
+           pseudonym_key: str | Path | None = None) -> IngestReport:
     """Ingest ``root`` with the dataset source called ``source`` into the manifest ``out``.
+
+    Args:
+        pseudonym_key: a key file (created when missing, never inside ``out``'s folder):
+            ``image_id``, ``patient_id`` and ``pair_id`` become keyed hashes of what the
+            source gave (file names are often patient names), stated in the manifest's
+            ``id_scheme`` column. The same key gives the same ids in every ingest, so
+            modalities still pair by patient.
 
     Raises:
         RadpathError: when no image could be ingested (``skipped.csv`` is still written).
     """
+    key = None if pseudonym_key is None else load_pseudonym_key(pseudonym_key,
+                                                                Path(out).parent)
     reader = SOURCES.get(source)(Path(root), options)
     found = list(reader.scan())
     records = [item for item in found if isinstance(item, Record)]
@@ -133,7 +152,7 @@ def ingest(source: str, root: str | Path, out: str | Path, *,
     if verify and records and getattr(reader, "verify_pixels", True):
         tasks = [(r.path, r.modality, tuple((les.x, les.y) for les in r.lesions))
                  for r in records]
-        reasons = parallel_map(check_image, tasks, workers=workers,
+        reasons = parallel_map(check_image, tasks, workers=workers, on_crash=_crashed,
                                description=f"checking {source} images", progress=progress)
         skipped += [Skipped(r.path, why) for r, why in zip(records, reasons, strict=True) if why]
         records = [r for r, why in zip(records, reasons, strict=True) if not why]
@@ -142,6 +161,8 @@ def ingest(source: str, root: str | Path, out: str | Path, *,
     if not records:
         raise RadpathError(f"nothing could be ingested from {root} with the '{source}' source "
                            f"({len(skipped)} file(s) skipped, reasons in {skipped_path})")
+    if key is not None:
+        records = pseudonymise(records, key)
     Manifest(records)  # duplicate image ids fail here, before anything is written
     write_manifest(records, out)
     return IngestReport(records, skipped, out, skipped_path)
@@ -154,3 +175,45 @@ def write_skipped(skipped: Sequence[Skipped], path: Path) -> Path:
         writer.writerow(["path", "reason"])
         writer.writerows([s.path, s.reason] for s in skipped)
     return path
+
+
+# --------------------------------------------------------------------------- pseudonyms
+
+ID_SCHEME = "hmac-sha256/16"
+
+
+def pseudonymise(records: Sequence[Record], key: bytes) -> list[Record]:
+    """``records`` with keyed-hash ids: stable for one key, not reversible without it."""
+    return [r.with_(image_id=pseudonym(key, "image", r.image_id),
+                    patient_id=pseudonym(key, "patient", r.patient_id),
+                    pair_id=pseudonym(key, "pair", r.pair_id) if r.pair_id else "",
+                    id_scheme=ID_SCHEME) for r in records]
+
+
+def pseudonym(key: bytes, kind: str, value: str) -> str:
+    """``kind``-prefixed HMAC-SHA256 of ``value``, 16 hex digits (64 bits)."""
+    digest = hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return f"{kind[:3]}-{digest[:16]}"
+
+
+def load_pseudonym_key(path: str | Path, outputs: Path) -> bytes:
+    """The key of ``path``, created (random, mode 0600) when missing.
+
+    Raises:
+        RadpathError: the key file would sit inside ``outputs`` (it must never travel with
+            a manifest), or holds fewer than 32 characters.
+    """
+    path = Path(path).expanduser()
+    if path.resolve().is_relative_to(outputs.resolve()):
+        raise RadpathError(f"pseudonym key {path} lies inside the output folder {outputs}: "
+                           "keep it elsewhere, or the ids can be recomputed from the outputs")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise RadpathError(f"pseudonym key {path} holds {len(key)} characters; expected at "
+                           "least 32 (delete it to have a new one made)")
+    return key.encode()

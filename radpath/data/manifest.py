@@ -22,7 +22,7 @@ PAIRING_MODES = ("true", "pseudo", "unpaired")
 REQUIRED_COLUMNS = ("image_id", "patient_id", "modality", "path", "label", "domain")
 OPTIONAL_COLUMNS = (
     "view", "laterality", "magnification", "subtype", "grade", "source", "lesions",
-    "pairing", "pair_id", "split",
+    "pairing", "pair_id", "split", "id_scheme",
 )
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -63,6 +63,9 @@ class Record:
     pairing: str = ""
     pair_id: str = ""
     split: str = ""
+    # How image_id/patient_id were made: "" as the source gave them, or the pseudonym
+    # scheme of `radpath ingest --pseudonymise` (radpath.data.ingest.ID_SCHEME).
+    id_scheme: str = ""
 
     def with_(self, **changes: object) -> Record:
         """A copy with ``changes`` applied (records are immutable)."""

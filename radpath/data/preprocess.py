@@ -194,6 +194,7 @@ def cache_manifest(manifest: Manifest, cache_root: str | Path, config: Preproces
     tasks = [(r.with_(path=str(manifest.resolve_path(r))), str(cache_root),
               config.model_dump_json()) for r in manifest]
     outcomes = parallel_map(_cache_one, tasks, workers=workers, description="caching",
+                            on_crash=lambda _task: "preprocessing crashed the worker process",
                             progress=progress)
     report = CacheReport()
     for (record, _, _), outcome in zip(tasks, outcomes, strict=True):

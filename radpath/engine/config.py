@@ -52,6 +52,17 @@ class OptimConfig(_Strict):
         0.0, ge=0, lt=1, description="exponential moving average of the weights, updated "
         "every optimiser step with this decay; validation, checkpoints and the final model "
         "use the average. 0 switches it off")
+    freeze_pretrained_epochs: int = Field(
+        0, ge=0, description="epochs at the start during which the backbone's pretrained "
+        "tensors (model.backbone.pretrained) stay frozen and only the new layers learn "
+        "(radpath.engine.finetune)")
+    frozen_layers: int = Field(
+        0, ge=0, description="the backbone's first pretrained layers (layer id below this: "
+        "the stem or patch embedding 0, each CNN stage or ViT block one more) stay frozen "
+        "throughout")
+    layer_decay: float = Field(
+        1.0, gt=0, le=1, description="layer-wise learning-rate decay of the backbone: layer "
+        "l of L at layer_decay ** (L - l) times its rate; 1 switches it off")
 
     @model_validator(mode="after")
     def _whole_cycles(self) -> OptimConfig:
@@ -175,6 +186,19 @@ class TrainConfig(_Strict):
             raise ValueError(f"data.patch_size ({self.data.patch_size}) must equal the patch "
                              f"size of model.backbone.name '{self.model.backbone.name}' "
                              f"({patch}); leave data.patch_size out to take the backbone's")
+        return self
+
+    @model_validator(mode="after")
+    def _pretrained_fits(self) -> TrainConfig:
+        backbone = self.model.backbone
+        for key in ("freeze_pretrained_epochs", "frozen_layers"):
+            if getattr(self.optim, key) and not backbone.pretrained:
+                raise ValueError(f"optim.{key} needs model.backbone.pretrained (there is "
+                                 "nothing pretrained to freeze)")
+        if self.pretrain.epochs and (backbone.is_cnn or backbone.stem == "cnn"):
+            raise ValueError("pretrain.epochs (masked image modelling) needs a ViT with "
+                             "patch-local stem: convolutions let a masked patch be read off "
+                             "its neighbours; set pretrain.epochs to 0")
         return self
 
     @model_validator(mode="after")

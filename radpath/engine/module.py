@@ -13,6 +13,13 @@ from torch import Tensor
 
 from radpath.algorithms.base import Algorithm
 from radpath.engine.config import OptimConfig
+from radpath.engine.finetune import (
+    early_layers,
+    layer_scales,
+    pretrained_parameters,
+    scale_by_layer,
+    set_frozen,
+)
 from radpath.errors import RadpathError
 from radpath.stats.metrics import auc_with_ci
 
@@ -44,6 +51,12 @@ class RadpathModule(L.LightningModule):
             self.algorithm.mixstyle.reseed(epoch_seed)
         if self.algorithm.tile_mix is not None:
             self.algorithm.tile_mix.reseed(epoch_seed)
+        backbone = self.algorithm.model.backbone
+        if self.optim.freeze_pretrained_epochs:
+            set_frozen(pretrained_parameters(backbone),
+                       self.current_epoch < self.optim.freeze_pretrained_epochs)
+        if self.optim.frozen_layers:
+            set_frozen(early_layers(backbone, self.optim.frozen_layers), True)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         schedule = getattr(self.algorithm, "irm_schedule", None)
@@ -107,6 +120,9 @@ class RadpathModule(L.LightningModule):
         backbone = {id(p) for p in self.algorithm.model.backbone.parameters()}
         if self.optim.backbone_lr_scale != 1.0:
             optimizer = split_backbone_lr(optimizer, backbone, self.optim.backbone_lr_scale)
+        if self.optim.layer_decay < 1.0:
+            optimizer = scale_by_layer(optimizer, layer_scales(self.algorithm.model.backbone,
+                                                               self.optim.layer_decay))
         return with_schedule(optimizer, self.trainer, self.optim.warmup_epochs, self.optim.epochs,
                              decay=self.optim.schedule == "cosine", cycles=self.optim.cycles)
 

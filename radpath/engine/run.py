@@ -13,7 +13,9 @@ each cosine cycle (EEE: its last epoch, counted from 0).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +52,7 @@ from radpath.engine.pretrain import pretrain_backbone
 from radpath.engine.records import file_sha256, git_commit, package_versions, write_json
 from radpath.errors import RadpathError
 from radpath.models.crossmodal import CrossModalModel, ModelConfig
+from radpath.parallel import exit_with_parent
 
 # File names of the snapshot checkpoints, one at the end of each cosine cycle.
 SNAPSHOT_PREFIX = "snapshot-"
@@ -104,10 +107,16 @@ def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, D
                                 domains=train_set.domains)
     sampler = EpochTagged(BalancedUnitSampler(train_set.labels, train_set.modality_domains,
                                               seed=config.seed))
+    # Loader workers leave with the run, even when it is SIGKILLed.
+    guard = {"worker_init_fn": functools.partial(_exit_with_parent, os.getpid())}
     return (DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, drop_last=False,
-                       **loader_options(data, config.seed)),
+                       **loader_options(data, config.seed), **guard),
             DataLoader(val_set, batch_size=data.batch_size, shuffle=False,
-                       **loader_options(data, config.seed)))
+                       **loader_options(data, config.seed), **guard))
+
+
+def _exit_with_parent(parent: int, _worker_id: int) -> None:
+    exit_with_parent(parent)
 
 
 def train(config: TrainConfig, manifests: Sequence[str | Path], out: str | Path, *,
@@ -335,7 +344,13 @@ def _initial_record(config: TrainConfig, manifest: Manifest, paths: Sequence[str
         "units": {"train": len(train_set)},
         "parameters": sum(p.numel() for p in algorithm.parameters()),
         "pretrain": None,
+        "pretrained_weights": _pretrained_weights(algorithm),
     }
+
+
+def _pretrained_weights(algorithm: Algorithm) -> dict[str, Any] | None:
+    report = algorithm.model.backbone.pretrained_report
+    return None if report is None else report.as_dict()
 
 
 def _device(config: TrainConfig) -> dict[str, Any]:

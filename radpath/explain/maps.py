@@ -200,6 +200,10 @@ def compute_maps(model: CrossModalModel, batch: Mapping[str, Tensor],
         with explaining(model), torch.no_grad():
             out = model(batch)
     grid = model.backbone.grid_size("mammo", tuple(batch["mammo"].shape[-2:]))
+    if model.config.backbone.is_cnn and {"rollout", "gradcam"} & set(kinds):
+        # Both read a transformer's attention or its last block's input tokens.
+        raise ValueError(f"map kinds rollout and gradcam need a ViT backbone, not "
+                         f"{model.config.backbone.name}: use localisation or mil")
     makers = {"rollout": lambda: rollout_maps(model, batch),
               "gradcam": lambda: gradcam_maps(model, batch),
               "localisation": lambda: localisation_maps(out, batch),

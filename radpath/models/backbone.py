@@ -13,28 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import math
-import pickle
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import timm
 import torch
-from timm.layers import resample_abs_pos_embed
-from timm.models import adapt_input_conv
+from timm.layers import freeze_batch_norm_2d
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from radpath.errors import RadpathError
 from radpath.models.adapters import LoRALinear, bottleneck_adapters, inject_lora
+from radpath.models.cnn import CnnBackbone, CnnPatchEmbed
+from radpath.models.pretrained import (
+    PretrainedReport,
+    fit_pos_embed,
+    grey_channels,
+    load_pretrained,
+    lora_key,
+    strip_prefix,
+)
 from radpath.models.stems import hmlp_strides, patch_embedding
 from radpath.registry import Registry
-
-_log = logging.getLogger(__name__)
 
 MODALITIES = ("mammo", "histo")
 IN_CHANS = {"mammo": 1, "histo": 3}
@@ -59,6 +58,22 @@ def vit_micro() -> dict[str, Any]:
 def vit_mini() -> dict[str, Any]:
     """A 4-block, 128-wide ViT for CPU runs on real data."""
     return dict(patch_size=8, embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0)
+
+
+@BACKBONES.register
+def vit_mini16() -> dict[str, Any]:
+    """vit_mini's blocks on 16-px patches: the transformer behind a CNN stem
+    (``stem: cnn``), whose stride-16 features are its tokens."""
+    return dict(patch_size=16, embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0)
+
+
+@BACKBONES.register
+def efficientnet_lite0() -> dict[str, Any]:
+    """A CNN backbone (:class:`~radpath.models.cnn.CnnBackbone`): timm's
+    ``tf_efficientnet_lite0`` (4.7 M parameters, ImageNet top-1 75 %), tokens at stride 32,
+    seven stages (``mixstyle_layers`` index them)."""
+    return dict(kind="cnn", cnn="tf_efficientnet_lite0", patch_size=32, embed_dim=1280,
+                depth=7)
 
 
 @BACKBONES.register
@@ -97,11 +112,20 @@ class BackboneConfig(pydantic.BaseModel):
             the first block by default: shallow features carry style (stain, exposure)
             rather than content (Zhou et al. 2021).
         drop_path: stochastic depth rate of the last block.
-        stem: ``linear``, ViT's patch embedding, or ``hmlp``, a nonlinear stem that stays
-            within each patch (:mod:`radpath.models.stems`); pretrained weights then
-            leave the stem as initialised.
-        pretrained: a local ``.safetensors``/``.pth``/``.pt`` file, or ``timm:NAME`` /
-            ``hf-hub:NAME`` to let timm download weights (needs network access).
+        stem: ``linear``, ViT's patch embedding; ``hmlp``, a nonlinear stem that stays
+            within each patch (:mod:`radpath.models.stems`; pretrained ViT weights then
+            leave the stem as initialised); or ``cnn``, the first stages of ``cnn`` up to
+            the patch size (a hybrid ViT, :class:`~radpath.models.cnn.CnnPatchEmbed`),
+            which CNN weights in ``pretrained`` initialise.
+        cnn: the timm CNN of ``stem: cnn``.
+        norm: the BatchNorm layers of a CNN (backbone or stem): ``frozen``, statistics and
+            affine parameters kept at their pretrained values (batches of a few units
+            estimate statistics badly, and a frozen trunk must not drift); ``batch``,
+            updated by each training batch as usual. Unused by a plain ViT.
+        pretrained: where the weights come from: a local ``.safetensors``/``.pth``/``.pt``
+            file, ``pkg:NAME`` (an installed weights package), or ``timm:NAME`` /
+            ``hf-hub:NAME`` to let timm download them (needs network access); see
+            :mod:`radpath.models.pretrained`.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -114,7 +138,9 @@ class BackboneConfig(pydantic.BaseModel):
     adapter_dim: int = pydantic.Field(16, ge=1)
     mixstyle_layers: tuple[int, ...] = (0,)
     drop_path: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
-    stem: Literal["linear", "hmlp"] = "linear"
+    stem: Literal["linear", "hmlp", "cnn"] = "linear"
+    cnn: str = "tf_efficientnet_lite0"
+    norm: Literal["frozen", "batch"] = "frozen"
     pretrained: str | None = None
 
     @pydantic.field_validator("name")
@@ -133,7 +159,24 @@ class BackboneConfig(pydantic.BaseModel):
                              f"{self.name}")
         if self.stem == "hmlp":
             hmlp_strides(spec["patch_size"])  # raises unless a power of two
+        if spec.get("kind") == "cnn" and (self.adapter == "lora" or self.stem != "linear"):
+            raise ValueError(f"{self.name} is a CNN: model.backbone.adapter must be "
+                             f"bottleneck or none and stem linear (got {self.adapter}, "
+                             f"{self.stem})")
         return self
+
+    @property
+    def is_cnn(self) -> bool:
+        """Whether :func:`build_backbone` makes a :class:`CnnBackbone`."""
+        return BACKBONES.get(self.name)().get("kind") == "cnn"
+
+
+def build_backbone(config: BackboneConfig) -> SharedBackbone | CnnBackbone:
+    """The backbone ``config.name`` names: a ViT, or a CNN (``kind: cnn`` shapes)."""
+    spec = BACKBONES.get(config.name)()
+    if spec.get("kind") == "cnn":
+        return CnnBackbone(config, spec)
+    return SharedBackbone(config)
 
 
 class _NativeGrid(nn.Module):
@@ -183,9 +226,7 @@ class SharedBackbone(nn.Module):
         self.depth: int = spec["depth"]
         sizes = {"mammo": config.img_size, "histo": config.histo_img_size}
         self.patch_embed = nn.ModuleDict(
-            {m: patch_embedding(img_size=sizes[m], patch_size=spec["patch_size"],
-                                in_chans=IN_CHANS[m], embed_dim=spec["embed_dim"],
-                                stem=config.stem) for m in MODALITIES})
+            {m: _embedding(config, spec, m, sizes[m]) for m in MODALITIES})
         trunks = {"shared": config.img_size} if config.shared else sizes
         self.encoders = nn.ModuleDict(
             {name: _trunk(spec, size, config.drop_path) for name, size in trunks.items()})
@@ -197,9 +238,51 @@ class SharedBackbone(nn.Module):
                 inject_lora(vit.blocks, MODALITIES if name == "shared" else (name,),
                             config.adapter_dim)
         self.compiled = False
-        self.pretrained_report = None
+        self.pretrained_report: PretrainedReport | None = None
         if config.pretrained:
-            self.pretrained_report = load_pretrained(self, config.pretrained)
+            self.pretrained_report = load_pretrained(
+                self, config.pretrained, self.pretrained_targets,
+                reference=_cnn_reference(config) if config.stem == "cnn" else None)
+        if config.stem == "cnn" and config.norm == "frozen":
+            for m in MODALITIES:  # after loading: frozen layers copy the loaded statistics
+                embed = self.patch_embed[m].embed
+                embed.backbone = freeze_batch_norm_2d(embed.backbone)
+
+    def pretrained_targets(self, key: str, value: Tensor, own: Mapping[str, torch.Size]
+                           ) -> list[tuple[str, Tensor]]:
+        """Where one source tensor goes: this backbone's own key; a timm ViT's blocks to
+        every trunk, its 3-channel patch embedding to the histology one and, summed over
+        channels (timm's ``adapt_input_conv``: the RGB filter's response to a grey
+        image), to the mammography one, its position embedding resampled to this grid;
+        with ``stem: cnn``, a timm CNN's stages to both modalities' stems."""
+        key = strip_prefix(key)
+        if key.startswith(_OWN_PREFIXES):
+            return [(key, value)]
+        if self.config.stem == "cnn":
+            return [(f"patch_embed.{m}.embed.backbone.{key}", value) for m in MODALITIES]
+        if key.startswith("patch_embed."):
+            rest = key.removeprefix("patch_embed.")
+            return [(f"patch_embed.{m}.{rest}", grey_channels(rest, value, IN_CHANS[m]))
+                    for m in MODALITIES]
+        targets = [lora_key(f"encoders.{name}.{key}", own) for name in self.encoders]
+        return [(target, fit_pos_embed(target, value, own, NUM_PREFIX_TOKENS))
+                for target in targets]
+
+    def layer_id(self, name: str) -> int | None:
+        """Depth of parameter ``name`` for layer-wise learning-rate decay: 0 for the patch
+        embedding (a CNN stem included) and the CLS and position embeddings, ``i + 1`` for
+        block ``i``, ``depth + 1`` for the final norm; None for the adapters."""
+        if name.startswith("adapters.") or ".lora_" in name:
+            return None
+        if name.startswith("encoders.") and ".blocks." in name:
+            return int(name.split(".blocks.")[1].split(".")[0]) + 1
+        if name.startswith("encoders.") and ".norm." in name and ".blocks." not in name:
+            return self.depth + 1
+        return 0
+
+    @property
+    def num_layers(self) -> int:
+        return self.depth + 1
 
     def trunk(self, modality: str) -> VisionTransformer:
         """The timm transformer that encodes ``modality``."""
@@ -316,6 +399,22 @@ class SharedBackbone(nn.Module):
                 module.modality = modality
 
 
+def _embedding(config: BackboneConfig, spec: dict[str, Any], modality: str,
+               img_size: int) -> nn.Module:
+    if config.stem == "cnn":
+        return CnnPatchEmbed(config.cnn, modality, spec["patch_size"], spec["embed_dim"],
+                             img_size)
+    return patch_embedding(img_size=img_size, patch_size=spec["patch_size"],
+                           in_chans=IN_CHANS[modality], embed_dim=spec["embed_dim"],
+                           stem=config.stem)
+
+
+def _cnn_reference(config: BackboneConfig) -> Callable[[], dict[str, Tensor]]:
+    import timm
+
+    return lambda: timm.create_model(config.cnn, pretrained=False).state_dict()
+
+
 def _encode(backbone: SharedBackbone, vit: VisionTransformer, x: Tensor, modality: str,
             domains: Tensor | None, mixstyle: nn.Module | None,
             masking: tuple[Tensor, Tensor] | None) -> Tensor:
@@ -377,146 +476,6 @@ def _check_images(x: Tensor, modality: str) -> None:
                          f"got {tuple(x.shape)}")
 
 
-# ---------------------------------------------------------------- pretrained weights
+
 
 _OWN_PREFIXES = ("encoders.", "patch_embed.mammo.", "patch_embed.histo.", "adapters.")
-
-
-@dataclass(frozen=True)
-class PretrainedReport:
-    """What loading pretrained weights into a :class:`SharedBackbone` did.
-
-    Attributes:
-        source: the file or ``timm:``/``hf-hub:`` name.
-        loaded: backbone keys that received a tensor.
-        missing: backbone keys left as initialised (adapters, when loading a plain ViT).
-        unexpected: source keys the backbone has no place for (e.g. a classifier head).
-        mismatched: keys skipped because their shapes differ.
-    """
-
-    source: str
-    loaded: tuple[str, ...]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-    mismatched: tuple[str, ...]
-
-    def summary(self) -> str:
-        return (f"pretrained {self.source}: {len(self.loaded)} tensors loaded, "
-                f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-                f"{len(self.mismatched)} skipped for a shape mismatch")
-
-
-def load_pretrained(backbone: SharedBackbone, source: str) -> PretrainedReport:
-    """Load weights into ``backbone`` without failing on keys that do not fit.
-
-    Accepts this backbone's own ``state_dict`` (also nested under ``backbone.``, as in a
-    :class:`~radpath.models.crossmodal.CrossModalModel` checkpoint) or a plain timm ViT
-    ``state_dict``: its blocks go to every trunk, its 3-channel patch embedding to the
-    histology embedding and, summed over channels (timm's ``adapt_input_conv``, the
-    response of the RGB filter to a grey image), to the mammography one; its position
-    embedding is resampled to this backbone's grid.
-    """
-    own = backbone.state_dict()
-    state = _to_backbone_keys(read_state_dict(source), backbone, own)
-    mismatched = tuple(k for k, v in state.items() if k in own and v.shape != own[k].shape)
-    for key in mismatched:
-        del state[key]
-    result = backbone.load_state_dict(state, strict=False)
-    report = PretrainedReport(source, tuple(k for k in state if k in own),
-                              tuple(result.missing_keys), tuple(result.unexpected_keys),
-                              mismatched)
-    level = logging.WARNING if report.unexpected or report.mismatched else logging.INFO
-    _log.log(level, report.summary())
-    return report
-
-
-def read_state_dict(source: str) -> dict[str, Tensor]:
-    """Tensors of a local weights file, or of a timm model that timm downloads."""
-    if source.startswith(("timm:", "hf-hub:")):
-        name = source.removeprefix("timm:")
-        try:
-            return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
-        except Exception as exc:  # timm raises many kinds: unknown name, no network, ...
-            raise RadpathError(f"pretrained '{source}': timm could not provide it ({exc}); "
-                               "offline, pass a local .safetensors or .pth file") from exc
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise RadpathError(f"pretrained weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        # weights_only: a checkpoint from elsewhere must not run arbitrary pickle code.
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise RadpathError(f"pretrained weights file {path} is not a safe checkpoint: it holds "
-                           "objects other than tensors, which could run code when loaded "
-                           f"(refused) [{str(exc).splitlines()[0][:200]}]") from None
-    except Exception as exc:  # truncated, not a weights file, safetensors header errors
-        raise RadpathError(f"pretrained weights file {path} cannot be read as .safetensors or "
-                           f"a torch checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
-                           ) from None
-    return _unwrap(content)
-
-
-def _unwrap(state: Any) -> dict[str, Tensor]:
-    """The tensor dictionary inside a checkpoint (Lightning and others nest it)."""
-    while isinstance(state, dict):
-        nested = [state[k] for k in ("state_dict", "model", "module") if isinstance(
-            state.get(k), dict)]
-        if not nested:
-            return {k: v for k, v in state.items() if isinstance(v, Tensor)}
-        state = nested[0]
-    raise RadpathError(f"a weights file must hold a dictionary of tensors, not {type(state)}")
-
-
-def _to_backbone_keys(state: dict[str, Tensor], backbone: SharedBackbone,
-                      own: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
-    for key, value in state.items():
-        for target, tensor in _targets(_strip_prefix(key), value, backbone):
-            target = _lora_key(target, own)
-            out[target] = _fit_pos_embed(target, tensor, own)
-    return out
-
-
-def _strip_prefix(key: str) -> str:
-    key = key.removeprefix("module.")
-    _, found, rest = key.partition("backbone.")
-    return rest if found else key
-
-
-def _targets(key: str, value: Tensor, backbone: SharedBackbone) -> list[tuple[str, Tensor]]:
-    """Where one source tensor goes: its own key, or the timm key fanned out."""
-    if key.startswith(_OWN_PREFIXES):
-        return [(key, value)]
-    if key.startswith("patch_embed."):
-        rest = key.removeprefix("patch_embed.")
-        return [(f"patch_embed.{m}.{rest}", _adapt_channels(rest, value, IN_CHANS[m]))
-                for m in MODALITIES]
-    return [(f"encoders.{name}.{key}", value) for name in backbone.encoders]
-
-
-def _adapt_channels(key: str, value: Tensor, in_chans: int) -> Tensor:
-    if key == "proj.weight" and value.ndim == 4 and value.shape[1] != in_chans:
-        return adapt_input_conv(in_chans, value)
-    return value
-
-
-def _lora_key(key: str, own: dict[str, Tensor]) -> str:
-    # LoRA wraps qkv, so the plain ViT's ``attn.qkv.weight`` lives at ``attn.qkv.base.weight``.
-    wrapped = key.replace(".attn.qkv.", ".attn.qkv.base.")
-    return wrapped if key not in own and wrapped in own else key
-
-
-def _fit_pos_embed(key: str, value: Tensor, own: dict[str, Tensor]) -> Tensor:
-    """Resample a square position embedding learned on another grid (e.g. 224 px)."""
-    if not key.endswith("pos_embed") or key not in own or value.shape == own[key].shape:
-        return value
-    old, new = value.shape[1] - NUM_PREFIX_TOKENS, own[key].shape[1] - NUM_PREFIX_TOKENS
-    old_side, new_side = math.isqrt(old), math.isqrt(new)
-    if value.ndim != 3 or old_side**2 != old or new_side**2 != new:
-        return value  # not a square grid: reported as a mismatch instead
-    return resample_abs_pos_embed(value, new_size=[new_side, new_side],
-                                  num_prefix_tokens=NUM_PREFIX_TOKENS)

@@ -22,8 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from radpath.batch.tensors import valid_rows
-from radpath.models.backbone import MODALITIES, NUM_PREFIX_TOKENS, BackboneConfig, SharedBackbone
-from radpath.models.heads import BinaryHead, LocalisationHead, OrdinalHead
+from radpath.models.backbone import MODALITIES, NUM_PREFIX_TOKENS, BackboneConfig, build_backbone
+from radpath.models.heads import (
+    BinaryHead,
+    LocalisationHead,
+    OrdinalHead,
+    highest_logit,
+    mean_tile_logit,
+)
 from radpath.models.mil import GatedAttentionPool
 
 # A window is encoded when this share of its pixels is above the view's background level,
@@ -75,7 +81,10 @@ class ModelConfig(pydantic.BaseModel):
             windows) through the same head, as a radiologist reports the most suspicious
             film. The view logits (``mammo_view_logit``) are made either way, for the
             film-level term ``algorithm.weights.mammo_views``; the pooled feature still
-            feeds the fused head and the contrastive projection.
+            feeds the fused head and the contrastive projection. ``"window_max"`` (with
+            ``mammo_window``) takes the highest logit of any of its encoded windows, each
+            window's feature through the head: the film is as suspicious as its most
+            suspicious window (MIL max-pooling).
         fused_modality_dropout: in training, the share of units holding both modalities
             whose fused feature (and grade) is made from one of them, drawn with equal odds
             (modality dropout, Neverova et al. 2015). The fused head then learns from
@@ -96,8 +105,14 @@ class ModelConfig(pydantic.BaseModel):
     bilateral: bool = False
     mammo_window: int = pydantic.Field(0, ge=0)
     histo_score: Literal["attention", "tile_mean"] = "attention"
-    mammo_score: Literal["attention", "view_max"] = "attention"
+    mammo_score: Literal["attention", "view_max", "window_max"] = "attention"
     fused_modality_dropout: float = pydantic.Field(0.0, ge=0.0, lt=1.0)
+
+    @pydantic.model_validator(mode="after")
+    def _windows_to_score(self) -> ModelConfig:
+        if self.mammo_score == "window_max" and not self.mammo_window:
+            raise ValueError("model.mammo_score window_max needs model.mammo_window")
+        return self
 
     @pydantic.field_validator("num_grades")
     @classmethod
@@ -138,7 +153,7 @@ class CrossModalModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = SharedBackbone(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         dim = self.backbone.embed_dim
         self.pools = nn.ModuleDict(
             {m: GatedAttentionPool(dim, config.mil_hidden) for m in MODALITIES})
@@ -206,12 +221,15 @@ class CrossModalModel(nn.Module):
             out[f"{modality}_proj"] = self.projections[modality](feat)
             if modality == "mammo":
                 out.update(self._view_scores(views, view_mask, out["mammo_logit"]))
+                if self.config.mammo_score == "window_max":
+                    out["mammo_logit"] = highest_logit(self.heads["mammo"](instances), mask,
+                                                  out["mammo_logit"])
             if modality == "histo":
                 # Each tile scored by the bag's own head: instance supervision for training.
                 tile_logit = self.heads["histo"](instances).masked_fill(~mask, 0.0)
                 out["histo_tile_logit"] = tile_logit
                 if self.config.histo_score == "tile_mean":
-                    out["histo_logit"] = _mean_tile_logit(tile_logit, mask, out["histo_logit"])
+                    out["histo_logit"] = mean_tile_logit(tile_logit, mask, out["histo_logit"])
             present.append(mask.any(dim=1))
             if localised is not None:
                 out.update(localised)
@@ -415,9 +433,7 @@ class CrossModalModel(nn.Module):
         view_logit = self.heads["mammo"](views).masked_fill(~mask, 0.0)
         scores = {"mammo_view_logit": view_logit}
         if self.config.mammo_score == "view_max":
-            highest = view_logit.masked_fill(~mask, torch.finfo(view_logit.dtype).min)
-            scores["mammo_logit"] = torch.where(mask.any(dim=1), highest.amax(dim=1),
-                                                pooled_logit)
+            scores["mammo_logit"] = highest_logit(view_logit, mask, pooled_logit)
         return scores
 
     def _leave_one_out(self, present: Tensor) -> Tensor:
@@ -467,11 +483,3 @@ class CrossModalModel(nn.Module):
             view_logit = view_logit.to(logit).masked_scatter(flat_mask, logit)
         return {"token_scores": scores.reshape(units, views, *grid),
                 "view_logit": view_logit.reshape(units, views)}
-
-
-def _mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
-    """Mean logit over each unit's valid tiles ``(B,)``; ``fallback`` for units without.
-    ``tile_logit`` is already zero where ``mask`` is False, so a plain sum counts only
-    the valid tiles."""
-    count = mask.sum(dim=1)
-    return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)

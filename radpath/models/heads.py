@@ -100,3 +100,17 @@ class LocalisationHead(nn.Module):
             pooled = torch.logsumexp(masked.masked_fill(count[:, None] == 0, 0.0), dim=1)
         logit = (pooled - torch.log(count.clamp(min=1).to(scores.dtype))) / self.r
         return logit.masked_fill(count == 0, 0.0)
+
+
+def highest_logit(logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
+    """The highest valid logit of each unit ``(B,)``; ``fallback`` for units without."""
+    highest = logit.masked_fill(~mask, torch.finfo(logit.dtype).min).amax(dim=1)
+    return torch.where(mask.any(dim=1), highest, fallback)
+
+
+def mean_tile_logit(tile_logit: Tensor, mask: Tensor, fallback: Tensor) -> Tensor:
+    """Mean logit over each unit's valid tiles ``(B,)``; ``fallback`` for units without.
+    ``tile_logit`` is already zero where ``mask`` is False, so a plain sum counts only
+    the valid tiles."""
+    count = mask.sum(dim=1)
+    return torch.where(count > 0, tile_logit.sum(dim=1) / count.clamp(min=1), fallback)

@@ -6,6 +6,10 @@ The loss pulls each row's two embeddings together and pushes them away from the 
 rows' embeddings, in both directions (mammography -> histology and back), as open_clip's
 ``ClipLoss`` does.
 
+Under data parallelism the rows of every process are gathered first, with their gradients
+(:mod:`radpath.objectives.gather`, open_clip's ``gather_with_grad``), so each row meets the
+negatives of the whole global batch, not only those of its own GPU.
+
 Pseudo-pairs are matched on the label only, so another row with the same label is as
 much a "partner" as the row's own: pushing it away would contradict the pull. Such
 entries are removed from the softmax denominator (supervised-contrastive style).
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from radpath.batch.keys import PAIRING_CODES
+from radpath.objectives.gather import gather_rows
 
 TRUE_PAIR = PAIRING_CODES["true"]
 PSEUDO_PAIR = PAIRING_CODES["pseudo"]
@@ -88,7 +93,8 @@ class SymmetricInfoNCE(nn.Module):
     def forward(self, mammo_emb: torch.Tensor, histo_emb: torch.Tensor, labels: torch.Tensor,
                 pairing: torch.Tensor, *, return_dict: bool = False,
                 ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Compute the loss over the rows with a pair (``pairing`` 1 or 2).
+        """Compute the loss over the rows with a pair (``pairing`` 1 or 2), those of every
+        process when several train together (each then computes the same global loss).
 
         Args:
             mammo_emb: (B, D) mammography embeddings (raw projections; normalised here).
@@ -102,6 +108,8 @@ class SymmetricInfoNCE(nn.Module):
             or the dict of named terms.
         """
         _check_shapes(mammo_emb, histo_emb, labels, pairing)
+        mammo_emb, histo_emb, labels, pairing = gather_rows(mammo_emb, histo_emb, labels,
+                                                            pairing)
         scale = self.scale()
         loss, accuracy = self._loss(mammo_emb, histo_emb, labels, pairing, scale)
         if return_dict:

@@ -7,6 +7,12 @@ the predictions; repeated edges merge, so there may be fewer bins).
 ``ECE = sum_b (n_b / N) |observed_b - predicted_b|`` over the bins, the gap between the
 frequency of positives and the mean predicted probability in each bin. Its interval is a
 case bootstrap with the bin edges held fixed at those of the full sample.
+
+Hand-written rather than scikit-learn's ``calibration_curve`` or torchmetrics'
+``BinaryCalibrationError``: scikit-learn puts a probability lying on an inner edge (a
+constant model's 0.5) into the lower bin and drops empty bins, torchmetrics bins and sums
+in float32; neither gives these numbers. The tests check that the curve equals
+``calibration_curve`` wherever no probability lies on an edge.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from radpath.stats.bootstrap import BLOCK_CELLS, bootstrap_weights, trapezoid_auc, weighted_roc
 from radpath.stats.estimate import (
@@ -278,6 +278,8 @@ def quadratic_weighted_kappa(y_true: Any, y_pred: Any, num_classes: int | None =
         classes = np.arange(num_classes)
     k = len(classes)
     codes = np.searchsorted(classes, t) * k + np.searchsorted(classes, p)
+    # Hand-written, not scikit-learn's cohen_kappa_score: that agrees only to ~1e-16 (another
+    # order of the same sums), and it would take one call per bootstrap resample.
     value = float(_kappa_from_counts(np.bincount(codes, minlength=k * k), k)[0])
     rng = np.random.default_rng(seed)
     n = len(codes)
@@ -324,10 +326,10 @@ def confusion(y_true: Any, y_pred: Any, labels: Sequence[Any]) -> np.ndarray:
                       if v not in index})
     if unknown:
         raise ValueError(f"values {unknown[:5]} are not among labels {labels}")
-    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    np.add.at(matrix, ([index[v] for v in y_true.tolist()],
-                       [index[v] for v in y_pred.tolist()]), 1)
-    return matrix
+    # Codes, not the values: scikit-learn sorts mixed-type labels, which may fail.
+    codes = list(range(len(labels)))
+    return confusion_matrix([index[v] for v in y_true.tolist()],
+                            [index[v] for v in y_pred.tolist()], labels=codes).astype(np.int64)
 
 
 class ConfusionMatrix(Cumulative):

@@ -5,6 +5,7 @@ Each test names the point of the reliability audit (issue 44) it guards.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import os
@@ -17,8 +18,9 @@ from pydicom.data import get_testdata_file
 
 from radpath.data.ingest import ingest
 from radpath.data.io import read_image
+from radpath.data.manifest import read_manifest
 from radpath.data.sources import SourceOptions
-from radpath.errors import ImageReadError
+from radpath.errors import ImageReadError, RadpathError
 from tests.fuzz_corpus import (
     dicom_bytes,
     grey_dicom,
@@ -270,3 +272,97 @@ def test_colour_photo_is_refused_and_grey_jpeg_in_rgb_accepted_as_mammogram(tmp_
     report = _folder_ingest(root, "mammo")
     assert [Path(r.path).name for r in report.records] == ["grey.jpg"]
     assert "colour image" in _skipped(report)["photo.jpg"]
+
+
+# ---------------------------------------------------------------- 8. identifiers in names
+
+
+def _named_cohort(root: Path) -> Path:
+    for patient in ("SMITH_JOHN", "DOE_JANE"):
+        folder = root / "benign" / patient
+        folder.mkdir(parents=True)
+        for view in ("L_CC", "R_CC"):
+            (folder / f"{patient}_{view}.png").write_bytes(pillow_bytes(GREY8, "PNG"))
+    return root
+
+
+def test_pseudonymised_ids_hide_names_and_stay_stable(tmp_path):
+    from radpath.data.ingest import ID_SCHEME
+
+    root = _named_cohort(tmp_path / "cohort")
+    key = tmp_path / "secret" / "pseudonym.key"
+    runs = []
+    for name in ("first", "second"):
+        report = ingest("folder", root, tmp_path / name / "m.csv", workers=1,
+                        options=SourceOptions(modality="mammo"), progress=False,
+                        pseudonym_key=key)
+        runs.append(report)
+        text = report.manifest_path.read_text()
+        ids = "".join(line.split(",", 2)[0] + line.split(",", 2)[1]
+                      for line in text.splitlines()[1:])
+        assert "SMITH" not in ids and "DOE" not in ids
+        assert {r.id_scheme for r in read_manifest(report.manifest_path)} == {ID_SCHEME}
+    first, second = (list(read_manifest(r.manifest_path)) for r in runs)
+    assert [r.patient_id for r in first] == [r.patient_id for r in second]
+    assert len({r.patient_id for r in first}) == 2 and len({r.image_id for r in first}) == 4
+    assert key.stat().st_mode & 0o077 == 0  # readable by its owner only
+
+
+def test_a_pseudonym_key_inside_the_outputs_is_refused(tmp_path):
+    root = _named_cohort(tmp_path / "cohort")
+    with pytest.raises(RadpathError, match="inside the output folder"):
+        ingest("folder", root, tmp_path / "out" / "m.csv", workers=1,
+               options=SourceOptions(modality="mammo"), progress=False,
+               pseudonym_key=tmp_path / "out" / "key")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="counts processes through /proc")
+def test_a_sigkilled_ingest_leaves_no_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "cohort" / "benign"
+    folder.mkdir(parents=True)
+    big = np.rint(mammo_pixels(256) * 255).astype(np.uint8)
+    for index in range(200):
+        (folder / f"im{index:03d}.png").write_bytes(pillow_bytes(np.roll(big, index, 1), "PNG"))
+    command = [sys.executable, "-m", "radpath", "ingest", "folder", str(tmp_path / "cohort"),
+               "--out", str(tmp_path / "out" / "m.csv"), "--modality", "mammo",
+               "--workers", "2"]
+    run = subprocess.Popen(command, cwd=Path(__file__).parents[2], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(run.pid)) < 2 and time.monotonic() < deadline:
+            assert run.poll() is None, "the ingest ended before it could be killed"
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the pool never started"
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [w for w in workers if _alive(w)] == []
+        assert not (tmp_path / "out" / "m.csv").exists()  # nothing half-written
+    finally:
+        for pid in _children(run.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.kill()
+
+
+def _crash_on_three(item: int) -> int:
+    if item == 3:
+        os.kill(os.getpid(), 11)  # SIGSEGV, as a C decoder's bad read would
+    return item * 10
+
+
+def test_a_worker_crash_costs_only_its_own_item():
+    from radpath.parallel import parallel_map
+
+    results = parallel_map(_crash_on_three, list(range(8)), workers=2, progress=False,
+                           on_crash=lambda item: -item)
+    assert results == [0, 10, 20, -3, 40, 50, 60, 70]

@@ -3,7 +3,9 @@ unreadable or unsafe checkpoints are refused with a reason (issue 44, points 3, 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from radpath.data.manifest import read_manifest, write_manifest
 from radpath.engine.checkpoint import load_run
 from radpath.engine.run import train
 from radpath.errors import RadpathError
-from radpath.models.backbone import read_state_dict
+from radpath.models.pretrained import read_source
 
 
 def _record(folder: Path) -> dict:
@@ -122,4 +124,59 @@ def test_pretrained_weights_that_cannot_be_loaded_are_a_clear_error(tmp_path, ki
         torch.save({"w": torch.zeros(64)}, path)
         path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(RadpathError, match=f"pretrained weights file {path}"):
-        read_state_dict(str(path))
+        read_source(str(path))
+
+
+# ---------------------------------------------------------------- 9. orphans after a kill
+
+KILLED_RUN = """
+import sys
+from pathlib import Path
+from radpath.engine.config import load_config
+from radpath.engine.run import train
+manifest, cache, out, repo = sys.argv[1:5]
+config = load_config(Path(repo) / "configs" / "tiny.yaml",
+                     [f"data.cache_dir={cache}", "optim.epochs=500", "data.num_workers=2",
+                      "trainer.progress_bar=false"])
+train(config, [manifest], out, workers=2)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="counts processes through /proc")
+def test_a_sigkilled_training_run_leaves_no_worker(tiny_manifest, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.data.test_reliability import _alive, _children
+
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+    repo = Path(__file__).parents[2]
+    run = subprocess.Popen([sys.executable, str(script), str(tiny_manifest),
+                            str(tmp_path / "cache"), str(tmp_path / "run"), str(repo)], cwd=repo)
+    try:
+        deadline = time.monotonic() + 240
+        # run.json is written once caching is over: the children are then loader workers.
+        while not (tmp_path / "run" / "run.json").is_file() and time.monotonic() < deadline:
+            assert run.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        while len(workers := _children(run.pid)) < 2 and time.monotonic() < deadline:
+            assert run.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        assert len(workers) >= 2, "no loader workers started"
+        time.sleep(1.0)
+        workers = _children(run.pid)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [w for w in workers if _alive(w)] == []
+    finally:
+        for pid in _children(run.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.kill()

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
 from copy import deepcopy
-from pathlib import Path
 
 import pydantic
 import pytest
 import torch
-from safetensors.torch import save_file
-from timm.models.vision_transformer import VisionTransformer
 from torch._dynamo.utils import counters
 
 from radpath.augment.mixstyle import TokenMixStyle
@@ -127,63 +124,6 @@ def test_mixstyle_is_called_after_each_configured_block() -> None:
                             mixstyle=mixstyle)
     assert len(mixstyle.calls) == 2
     assert all(shape == (3, 17, 64) and d is domains for shape, d in mixstyle.calls)
-
-
-def test_pretrained_own_safetensors_round_trip(tmp_path: Path) -> None:
-    source = _backbone()
-    path = tmp_path / "backbone.safetensors"
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
-    torch.manual_seed(1)
-    loaded = SharedBackbone(BackboneConfig(img_size=32, histo_img_size=32,
-                                           pretrained=str(path)))
-    report = loaded.pretrained_report
-    assert report is not None and not (report.missing or report.unexpected or report.mismatched)
-    for key, value in source.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[key], value)
-
-
-def test_pretrained_reports_wrong_shapes_and_unknown_keys(tmp_path: Path) -> None:
-    state = _backbone().state_dict()
-    state["encoders.shared.blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)
-    state["no.such.key"] = torch.zeros(1)
-    path = tmp_path / "bad.pth"
-    torch.save({"state_dict": {f"model.backbone.{k}": v for k, v in state.items()}}, path)
-    backbone = _backbone(pretrained=str(path))
-    report = backbone.pretrained_report
-    assert report.mismatched == ("encoders.shared.blocks.0.mlp.fc1.weight",)
-    assert report.missing == ("encoders.shared.blocks.0.mlp.fc1.weight",)
-    assert len(report.unexpected) == 1 and "no.such.key" in report.unexpected[0]
-    assert "1 skipped for a shape mismatch" in report.summary()
-
-
-@pytest.mark.parametrize("adapter", ["bottleneck", "lora"])
-def test_pretrained_plain_timm_vit(tmp_path: Path, adapter: str) -> None:
-    torch.manual_seed(3)
-    vit = VisionTransformer(img_size=64, num_classes=5, **BACKBONES.get("vit_test")())
-    path = tmp_path / "vit.safetensors"
-    save_file(vit.state_dict(), str(path))
-    backbone = _backbone(adapter=adapter, shared=False, pretrained=str(path))
-    own, timm_state = backbone.state_dict(), vit.state_dict()
-    qkv = "attn.qkv.base.weight" if adapter == "lora" else "attn.qkv.weight"
-    for trunk in ("mammo", "histo"):
-        torch.testing.assert_close(own[f"encoders.{trunk}.blocks.1.{qkv}"],
-                                   timm_state["blocks.1.attn.qkv.weight"])
-        assert own[f"encoders.{trunk}.pos_embed"].shape == (1, 1 + 16, 64)  # 8x8 -> 4x4
-    rgb = timm_state["patch_embed.proj.weight"]
-    torch.testing.assert_close(own["patch_embed.histo.proj.weight"], rgb)
-    torch.testing.assert_close(own["patch_embed.mammo.proj.weight"], rgb.sum(1, keepdim=True))
-    report = backbone.pretrained_report
-    assert not report.mismatched
-    assert set(report.unexpected) == {"encoders.mammo.head.weight", "encoders.mammo.head.bias",
-                                      "encoders.histo.head.weight", "encoders.histo.head.bias"}
-    assert report.missing and all("adapters" in k or "lora" in k for k in report.missing)
-
-
-def test_pretrained_failures_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(RadpathError, match="does not exist"):
-        _backbone(pretrained=str(tmp_path / "absent.safetensors"))
-    with pytest.raises(RadpathError, match="timm could not provide"):
-        _backbone(pretrained="timm:no_such_model_anywhere")
 
 
 def test_compiled_tokens_and_gradients_match_eager_and_copies_stay_apart() -> None:

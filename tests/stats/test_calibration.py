@@ -69,3 +69,24 @@ def test_class_accumulates():
     metric.update(y[:100], p[:100])
     metric.update(y[100:], p[100:])
     assert metric.compute() == expected_calibration_error(y, p, n_boot=100)
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile"])
+def test_reliability_curve_equals_scikit_learns_where_no_probability_is_on_an_edge(strategy):
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(5)
+    p = rng.random(300)
+    y = (rng.random(300) < p).astype(int)
+    _, observed, predicted, counts = reliability_curve(y, p, 8, strategy=strategy)
+    expected_true, expected_pred = calibration_curve(y, p, n_bins=8, strategy=strategy)
+    kept = counts > 0
+    np.testing.assert_allclose(observed[kept], expected_true, rtol=1e-12)
+    np.testing.assert_allclose(predicted[kept], expected_pred, rtol=1e-12)
+
+
+def test_a_probability_on_an_edge_goes_to_the_upper_bin():
+    # radpath's bins are [a, b): 0.5 lies in the upper of two bins (scikit-learn: the lower).
+    _, observed, predicted, counts = reliability_curve([0, 1], [0.5, 0.75], 2)
+    assert observed[1] == 0.5
+    assert counts.tolist() == [0, 2] and predicted[1] == 0.625
