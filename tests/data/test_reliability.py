@@ -227,6 +227,7 @@ def test_pool_workers_exit_when_the_run_is_sigkilled(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(KILLED_PARENT)
     run = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[2])
+    workers: list[int] = []
     try:
         deadline = time.monotonic() + 60
         while len(workers := _children(run.pid)) < 3 and time.monotonic() < deadline:
@@ -240,8 +241,10 @@ def test_pool_workers_exit_when_the_run_is_sigkilled(tmp_path):
             time.sleep(0.2)
         assert [w for w in workers if _alive(w)] == []
     finally:
-        for pid in _children(run.pid):
-            os.kill(pid, signal.SIGKILL)
+        # The workers found: once their parent is gone they are no longer its children.
+        for pid in {*workers, *_children(run.pid)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         run.kill()
 
 
@@ -334,6 +337,7 @@ def test_a_sigkilled_ingest_leaves_no_worker(tmp_path):
                "--workers", "2"]
     run = subprocess.Popen(command, cwd=Path(__file__).parents[2], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
+    workers: list[int] = []
     try:
         deadline = time.monotonic() + 120
         while len(workers := _children(run.pid)) < 2 and time.monotonic() < deadline:
@@ -348,7 +352,8 @@ def test_a_sigkilled_ingest_leaves_no_worker(tmp_path):
         assert [w for w in workers if _alive(w)] == []
         assert not (tmp_path / "out" / "m.csv").exists()  # nothing half-written
     finally:
-        for pid in _children(run.pid):
+        # The workers found: once their parent is gone they are no longer its children.
+        for pid in {*workers, *_children(run.pid)}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         run.kill()

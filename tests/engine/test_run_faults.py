@@ -157,6 +157,7 @@ def test_a_sigkilled_training_run_leaves_no_worker(tiny_manifest, tmp_path):
     repo = Path(__file__).parents[2]
     run = subprocess.Popen([sys.executable, str(script), str(tiny_manifest),
                             str(tmp_path / "cache"), str(tmp_path / "run"), str(repo)], cwd=repo)
+    workers: list[int] = []
     try:
         deadline = time.monotonic() + 240
         # run.json is written once caching is over: the children are then loader workers.
@@ -176,7 +177,8 @@ def test_a_sigkilled_training_run_leaves_no_worker(tiny_manifest, tmp_path):
             time.sleep(0.2)
         assert [w for w in workers if _alive(w)] == []
     finally:
-        for pid in _children(run.pid):
+        # The workers found: once their parent is gone they are no longer its children.
+        for pid in {*workers, *_children(run.pid)}:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         run.kill()
