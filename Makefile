@@ -5,13 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # torch and torchvision must come as a matching pair (else torchvision fails to import).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Where the pair comes from: empty means the configured package index (PyPI: the CUDA
+# build on Linux). A CPU-only host that reaches PyTorch's own index can take its CPU build,
+# a fifth of the size: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: install demo test lint bench real clean
+.PHONY: install demo test lint docs bench real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet $(TORCH_FROM) $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -23,6 +28,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -n 2 -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Regenerate the generated pages (configuration reference, results tables), then build
+# the site into site/ (open site/index.html).
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,4 +55,4 @@ real: $(STAMP)
 	  --out runs/real-cpu
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-out
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-out site

@@ -45,7 +45,9 @@ if [ -n "${GPU_CHECK_CPU:-}" ]; then
               --set data.preprocess.histo.tile_size=64 --set data.num_workers=0
               --set "model.backbone.mixstyle_layers=[0]" --set data.patch_size=8)
 else
-  THROUGHPUT=(--device cuda --backbone vit_base --size 224)
+  # Each configuration's table lands as its own section of one Markdown file in OUT.
+  THROUGHPUT=(--device cuda --backbone vit_base --size 224
+              --write "$OUT/train_throughput_gpu.md")
   TRAIN_SETS=()
   PREDICT_DEVICE=cuda
 fi

@@ -21,10 +21,18 @@ peak RSS on CPU (reset through /proc/self/clear_refs where Linux allows it), els
     python3 benchmarks/train_throughput.py --device cuda --backbone vit_base --size 224 \
         [--batch 32 --views 4 --tiles 16] [--profile 3] [--compile]
 
-``--profile N`` adds, per variant, its kernel launches and aten calls a step, the source
-lines that synchronise with the GPU (on a CPU: the lines whose operators would), and its
-busiest operators; ``--compile`` times radpath with ``trainer.compile`` and adds a compiled
-timm row (the eager one stays the reference).
+Every variant's aten operator calls a step are counted by the profiler (deterministic,
+unlike times on a shared host); ``--ops-json`` writes them, ``--ops-before`` shows those of
+an earlier checkout beside them, ``--ops-only`` skips the timing. ``--write FILE`` puts
+this configuration's table into a Markdown results file (its other sections kept), with
+each ratio's range over the rounds and the host's load average. ``--profile N`` adds, per
+variant, its kernel launches, the source lines that synchronise with the GPU (on a CPU:
+the lines whose operators would), and its busiest operators; ``--compile`` times radpath
+with ``trainer.compile`` and adds a compiled timm row (the eager one stays the reference).
+
+    .venv/bin/python benchmarks/train_throughput.py --rounds 4 \
+        --ops-before benchmarks/results/train_throughput_ops_before.json \
+        --write benchmarks/results/train_throughput_cpu.md
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import datetime
+import json
+import os
 import resource
 import statistics
 import time
@@ -71,6 +82,8 @@ class Variant:
     images: int
     times: list[float] = field(default_factory=list)
     peak_bytes: int = 0
+    round_medians: list[float] = field(default_factory=list)
+    operators: float = 0.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -97,6 +110,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="after timing, profile STEPS steps of each variant (torch.profiler) "
                              "and print its busiest operators and kernel launches per step")
+    parser.add_argument("--ops-json", type=Path, help="write each variant's aten operator "
+                        "calls a step into this JSON file, under this configuration")
+    parser.add_argument("--ops-before", type=Path, help="an --ops-json file of an earlier "
+                        "checkout, shown beside this one's counts")
+    parser.add_argument("--ops-only", action="store_true",
+                        help="count operators only, without timing")
+    parser.add_argument("--write", type=Path, metavar="MARKDOWN",
+                        help="replace this configuration's section of a Markdown results file")
     return parser.parse_args()
 
 
@@ -251,36 +272,128 @@ def timed(variant: Variant, steps: int, device: torch.device) -> None:
         variant.peak_bytes = max(variant.peak_bytes, peak())
 
 
-def run(variants: list[Variant], args: argparse.Namespace, device: torch.device) -> None:
+def warm_up(variants: list[Variant], args: argparse.Namespace) -> None:
     for variant in variants:
         for _ in range(args.warmup):
             variant.step()
+
+
+def run(variants: list[Variant], args: argparse.Namespace, device: torch.device) -> None:
     per_round = [args.steps // args.rounds + (r < args.steps % args.rounds)
                  for r in range(args.rounds)]
     for steps in per_round:
         for variant in variants:
+            before = len(variant.times)
             timed(variant, steps, device)
+            variant.round_medians.append(statistics.median(variant.times[before:]))
 
 
-def report(variants: list[Variant], args: argparse.Namespace, device: torch.device) -> None:
-    reference = variants[0]
-    reference_rate = reference.images / statistics.median(reference.times)
+def ratio_range(variant: Variant, reference: Variant) -> tuple[float, float]:
+    """The lowest and highest images-per-second ratio to ``reference`` over the rounds,
+    each round's median step against the reference's median of the same round."""
+    ratios = [(variant.images / mine) / (reference.images / theirs)
+              for mine, theirs in zip(variant.round_medians, reference.round_medians,
+                                      strict=True)]
+    return min(ratios), max(ratios)
+
+
+def summary_line(args: argparse.Namespace, device: torch.device) -> str:
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {name} ({precision}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; backbone {args.backbone} at {args.size} px; "
-          f"{args.batch} units x ({args.views} views + {args.tiles} tiles); "
-          f"{args.steps} timed steps after {args.warmup} warm-up, median step time")
-    memory = "peak MiB (GPU alloc)" if device.type == "cuda" else "peak MiB (RSS)"
-    header = (f"{'variant':<32} {'img/step':>8} {'ms/step':>9} {'img/s':>9} {'vs timm':>8} "
-              f"{memory:>21}")
-    print(header)
-    print("-" * len(header))
+    return (f"device {name} ({precision}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; backbone {args.backbone} at {args.size} px; "
+            f"{args.batch} units x ({args.views} views + {args.tiles} tiles); "
+            f"{args.steps} timed steps in {args.rounds} interleaved rounds after "
+            f"{args.warmup} warm-up, median step time")
+
+
+def table_rows(variants: list[Variant], device: torch.device,
+               before: dict[str, float]) -> list[list[str]]:
+    """One row per variant: images, median and quartiles of the step, the ratio to the
+    first variant with its range over the rounds, peak memory, operator calls a step."""
+    reference = variants[0]
+    reference_rate = reference.images / statistics.median(reference.times)
+    rows = []
     for variant in variants:
         seconds = statistics.median(variant.times)
+        quartiles = (statistics.quantiles(variant.times, n=4) if len(variant.times) > 1
+                     else [seconds, seconds, seconds])
+        low, high = ratio_range(variant, reference)
         rate = variant.images / seconds
-        print(f"{variant.name:<32} {variant.images:>8} {seconds * 1e3:>9.1f} {rate:>9.1f} "
-              f"{rate / reference_rate:>8.2f} {variant.peak_bytes / 2**20:>21.1f}")
+        earlier = before.get(variant.name)
+        rows.append([variant.name, f"{variant.images}", f"{seconds * 1e3:.1f}",
+                     f"{quartiles[0] * 1e3:.1f}-{quartiles[2] * 1e3:.1f}",
+                     f"{rate / reference_rate:.2f}", f"{low:.2f}-{high:.2f}",
+                     f"{variant.peak_bytes / 2**20:.1f}", f"{variant.operators:.0f}",
+                     f"{earlier:.0f}" if earlier is not None else "-"])
+    return rows
+
+
+HEADER = ["variant", "img/step", "ms/step", "IQR ms", "vs timm", "rounds", "peak MiB",
+          "aten ops", "ops before"]
+
+
+def report(variants: list[Variant], args: argparse.Namespace, device: torch.device,
+           before: dict[str, float]) -> list[list[str]]:
+    rows = table_rows(variants, device, before)
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    print(summary_line(args, device))
+    for row in [HEADER, ["-" * w for w in widths], *rows]:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+    return rows
+
+
+def count_operators(variant: Variant, steps: int = 2) -> float:
+    """aten operator calls a step, as the profiler counts them (nested calls included)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            variant.step()
+    return sum(e.count for e in profiler.key_averages() if e.key.startswith("aten::")) / steps
+
+
+def load_line(loads: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+    return (f"host load average (1, 5, 15 min) {', '.join(f'{v:.1f}' for v in loads[0])} at "
+            f"the start and {', '.join(f'{v:.1f}' for v in loads[1])} at the end, "
+            f"on {os.cpu_count()} cores")
+
+
+def markdown_section(args: argparse.Namespace, device: torch.device, rows: list[list[str]],
+                     loads: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+    """This configuration's section of the results file: title, provenance, table."""
+    lines = [f"## {section_key(args, device)}", "",
+             f"{summary_line(args, device)}. Measured {datetime.date.today().isoformat()}; "
+             f"{load_line(loads)}. \"vs timm\" is the ratio of images per second to the bare "
+             "timm loop (medians over all timed steps); \"rounds\" is its lowest and highest "
+             "value over the interleaved rounds; \"aten ops\" is the profiler's operator calls "
+             "a step, \"ops before\" those of the checkout given by `--ops-before`.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def section_key(args: argparse.Namespace, device: torch.device) -> str:
+    return (f"{args.backbone} at {args.size} px, {args.batch} units x ({args.views} views + "
+            f"{args.tiles} tiles), {device.type}")
+
+
+TITLE = ("# Training throughput: radpath's step against a bare timm loop\n\n"
+         "Written by `benchmarks/train_throughput.py --write` (one section per configuration, "
+         "replaced when it is measured again). Same images per step, forward + loss + "
+         "backward + AdamW step; see the script's docstring for each variant.\n")
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace (or append) ``section`` in the Markdown file ``path``, keyed by its heading."""
+    text = path.read_text() if path.is_file() else TITLE
+    head, *sections = text.split("\n## ")
+    heading = section.split("\n", 1)[0].removeprefix("## ")
+    kept = [s for s in sections if s.split("\n", 1)[0] != heading]
+    parts = [head.rstrip("\n") + "\n", *("## " + s.rstrip("\n") + "\n" for s in kept), section]
+    from radpath.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts))
 
 
 def profile(variant: Variant, steps: int, device: torch.device) -> None:
@@ -376,8 +489,27 @@ def main() -> None:
     variants += [algorithm_variant(name, args, batch, device) for name in args.algorithms]
     if not args.no_lightning:
         variants.append(lightning_variant(args, batch, device))
+    loads = [os.getloadavg()]
+    warm_up(variants, args)
+    for variant in variants:
+        variant.operators = count_operators(variant)
+    key = section_key(args, device)
+    before = json.loads(args.ops_before.read_text()).get(key, {}) if args.ops_before else {}
+    if args.ops_json:  # one entry per configuration, the file's others kept
+        counts = json.loads(args.ops_json.read_text()) if args.ops_json.is_file() else {}
+        counts[key] = {v.name: v.operators for v in variants}
+        args.ops_json.write_text(json.dumps(counts, indent=1) + "\n")
+    if args.ops_only:
+        for variant in variants:
+            print(f"{variant.name}: {variant.operators:.0f} aten operator calls a step "
+                  f"(before: {before.get(variant.name, '-')})")
+        return
     run(variants, args, device)
-    report(variants, args, device)
+    loads.append(os.getloadavg())
+    rows = report(variants, args, device, before)
+    print(load_line(tuple(loads)))
+    if args.write:
+        write_section(args.write, markdown_section(args, device, rows, tuple(loads)))
     for variant in variants if args.profile else []:
         profile(variant, args.profile, device)
 

@@ -22,7 +22,7 @@ FLOORS = (
     ("algorithms", "adapt"),
     ("engine",),
     ("explain", "evaluation"),
-    ("serve", "demo"),
+    ("serve", "demo", "api"),
     ("cli", "__main__"),
 )
 FLOOR = {name: level for level, names in enumerate(FLOORS) for name in names}

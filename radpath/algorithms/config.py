@@ -32,14 +32,14 @@ class LossWeights(_Strict):
     a labelled negative.
     """
 
-    mammo: float = Field(1.0, ge=0)
-    histo: float = Field(1.0, ge=0)
-    fused: float = Field(1.0, ge=0)
-    grade: float = Field(0.5, ge=0)
-    localisation: float = Field(0.5, ge=0)
-    contrastive: float = Field(0.5, ge=0)
-    histo_tiles: float = Field(0.0, ge=0)
-    mammo_views: float = Field(0.0, ge=0)
+    mammo: float = Field(1.0, ge=0, description="the mammography malignancy term")
+    histo: float = Field(1.0, ge=0, description="the H&E malignancy term")
+    fused: float = Field(1.0, ge=0, description="the fused malignancy term")
+    grade: float = Field(0.5, ge=0, description="the ordinal grading term")
+    localisation: float = Field(0.5, ge=0, description="the localisation term")
+    contrastive: float = Field(0.5, ge=0, description="the contrastive alignment term (paper)")
+    histo_tiles: float = Field(0.0, ge=0, description="the tile-level H&E term (see above)")
+    mammo_views: float = Field(0.0, ge=0, description="the film-level mammography term (see above)")
 
 
 class TileMixSettings(_Strict):
@@ -51,7 +51,8 @@ class TileMixSettings(_Strict):
 
     p: float = Field(0.0, ge=0, le=1, description="probability of mixing a batch")
     alpha: float = Field(0.4, gt=0, description="Beta(alpha, alpha) weight of a unit's own tiles")
-    mode: Literal["mixup", "cutmix"] = "mixup"
+    mode: Literal["mixup", "cutmix"] = Field(
+        "mixup", description="blend two tiles, or paste a box of one into the other")
 
 
 class AlgorithmConfig(_Strict):

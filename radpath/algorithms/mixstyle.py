@@ -13,9 +13,10 @@ class MixStyleSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    p: float = Field(0.5, ge=0, le=1)
-    alpha: float = Field(0.1, gt=0)
-    mix: Literal["random", "crossdomain"] = "crossdomain"
+    p: float = Field(0.5, ge=0, le=1, description="probability of mixing a batch")
+    alpha: float = Field(0.1, gt=0, description="Beta(alpha, alpha) of the mixing weight")
+    mix: Literal["random", "crossdomain"] = Field(
+        "crossdomain", description="partners drawn at random, or from other domains")
 
 
 @register_algorithm

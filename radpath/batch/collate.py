@@ -24,17 +24,21 @@ def _pad(tensors: Sequence[torch.Tensor], length: int, fill: float = 0
     return out, mask
 
 
-def loader_options(config: DataConfig, seed: int) -> dict[str, Any]:
+def loader_options(config: DataConfig, seed: int, *, pin_memory: bool = False
+                   ) -> dict[str, Any]:
     """DataLoader options shared by every training loader: batches, workers, generator.
 
     Workers persist, keeping their in-memory caches, since the epoch comes with each key.
     The generator is the loader's own: a loader draws its workers' base seed on every new
     iterator (each epoch in the main process, once with persistent workers), and drawn from
     the global generator that would shift every later global draw (masks, drop-path) by a
-    number that depends on ``num_workers``.
+    number that depends on ``num_workers``. Each worker keeps torch's default two batches
+    in flight, so a step rarely waits for one (``run.json``'s ``data_wait`` says how often);
+    ``pin_memory`` (for a GPU) puts them in page-locked memory, whose copy to the device
+    does not block the host.
     """
     return {"collate_fn": collate_patients, "num_workers": config.num_workers,
-            "persistent_workers": config.num_workers > 0,
+            "persistent_workers": config.num_workers > 0, "pin_memory": pin_memory,
             "generator": torch.Generator().manual_seed(seed)}
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 
 console = Console(stderr=True)
 
@@ -70,7 +71,8 @@ def benchmark(
         run_lodo(settings, records, out, algorithms=_names(algorithms),
                  adaptations=_names(adapt), column=column, holdout=_names(holdout),
                  workers=workers)
-    console.print((out / f"{protocol}.md").read_text())
+    # Rendered, so that the tables fit the terminal instead of wrapping mid-row.
+    console.print(Markdown((out / f"{protocol}.md").read_text()))
 
 
 def _names(text: str) -> list[str]:

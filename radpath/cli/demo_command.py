@@ -19,15 +19,20 @@ def demo(
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Run radpath end to end on the built-in synthetic cohort."""
+    from radpath.cli.hints import radpath_command, shown_path
     from radpath.demo import run_demo
 
     started = time.perf_counter()
     result = run_demo(out, patients=patients, seed=seed, workers=workers)
+
     console.print(f"\n[bold]radpath demo finished in {time.perf_counter() - started:.1f} s[/bold]")
     for name, path in result.items():
-        console.print(f"  {name:<12} {path}")
-    console.print(f"\nOpen {result['report']} in a browser. Serve the model and its viewer:\n"
-                  f"  radpath serve --run {result['run']}   # then http://127.0.0.1:8000/")
+        console.print(f"  {name:<12} {shown_path(path)}", soft_wrap=True, highlight=False)
+    # soft_wrap: a command hint must print whole, to be copied, however narrow the terminal.
+    console.print(f"\nOpen {shown_path(result['report'])} in a browser. Serve the model and "
+                  f"its viewer, then open http://127.0.0.1:8000/ :", soft_wrap=True)
+    console.print(f"  {radpath_command()} serve --run {shown_path(result['run'])}",
+                  soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

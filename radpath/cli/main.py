@@ -10,9 +10,23 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from radpath import __version__
 from radpath.errors import RadpathError
+
+
+def _flag_type(option: TyperOption, ctx) -> str | None:
+    """The type column of ``--help``: none for a flag, which takes no value."""
+    if option.is_flag and not option.count:
+        return None
+    return _typer_type(option, ctx)
+
+
+# Typer's rich help prints "<bool>" after every flag (--help, --resume), as if it took a
+# value; its plain help already leaves flags bare. Show flags as they are typed.
+_typer_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="radpath", no_args_is_help=True, add_completion=False,

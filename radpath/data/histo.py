@@ -69,7 +69,8 @@ class HistoConfig(pydantic.BaseModel):
 
     tile_size: int = pydantic.Field(224, gt=0)
     stride: int | None = pydantic.Field(None, gt=0)
-    scale: float = pydantic.Field(1.0, gt=0.0, le=1.0)
+    scale: float = pydantic.Field(1.0, gt=0.0, le=1.0, description="resize factor applied "
+                                  "before tiling (0.25: quarter resolution, more tissue a tile)")
     min_tissue: float = pydantic.Field(0.5, ge=0.0, le=1.0)
     stain_method: StainMethod = "macenko"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from radpath.data.cache import ArrayCache, ArrayMemory
 from radpath.data.histo import HistoConfig, StainNormalizer, most_tissue_rich, tile_image
@@ -40,7 +40,8 @@ class PreprocessConfig(BaseModel):
     mammo: MammoConfig = MammoConfig()
     histo: HistoConfig = HistoConfig()
     stain_reference: str | None = None
-    max_tiles: int = 64
+    max_tiles: int = Field(64, description="H&E tiles cached per image: the richest "
+                           "in tissue (a tile-free image keeps its single richest tile)")
 
 
 @dataclass(frozen=True)

@@ -34,17 +34,19 @@ class OptimConfig(_Strict):
     ``--checkpoint snapshots``.
     """
 
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0, description="AdamW peak learning rate")
     backbone_lr_scale: float = Field(1.0, gt=0, description="backbone lr = lr * this")
-    weight_decay: float = Field(0.05, ge=0)
-    epochs: int = Field(10, ge=1)
-    warmup_epochs: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+    epochs: int = Field(10, ge=1, description="passes over the training units")
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear warm-up from "
+                                 "zero to lr")
     schedule: Literal["cosine", "constant"] = Field(
         "cosine", description="after warm-up: cosine decay to zero, or hold the rate")
     cycles: int = Field(
         1, ge=1, description="cosine cycles over the epochs, each ending at zero with its "
         "weights kept as a snapshot checkpoint; epochs must be a multiple of it")
-    accumulate_grad_batches: int = Field(1, ge=1)
+    accumulate_grad_batches: int = Field(1, ge=1, description="batches whose gradients are "
+                                         "summed before each optimiser step")
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     ema_decay: float = Field(
         0.0, ge=0, lt=1, description="exponential moving average of the weights, updated "
@@ -106,17 +108,22 @@ class PretrainConfig(_Strict):
 class TrainerConfig(_Strict):
     """Where and how Lightning runs."""
 
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: int | str = 1
-    num_nodes: int = Field(1, ge=1)
-    strategy: str = "auto"
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
-    deterministic: bool = True
+    accelerator: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto takes a GPU when one is visible")
+    devices: int | str = Field(1, description="devices per node: a count, a list such as "
+                               "\"0,1\", or auto (--devices)")
+    num_nodes: int = Field(1, ge=1, description="machines of a multi-node (DDP) run")
+    strategy: str = Field("auto", description="Lightning strategy, e.g. ddp (--strategy)")
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field(
+        "32-true", description="float32, or mixed precision on GPUs")
+    deterministic: bool = Field(True, description="deterministic algorithms: the same "
+                                "numbers on every run, at some speed")
     early_stopping_patience: int = Field(5, ge=0, description="0 disables early stopping")
-    log_every_n_steps: int = Field(5, ge=1)
-    progress_bar: bool = True
-    val_every_n_epochs: int = Field(1, ge=1)
-    limit_train_batches: float | int = 1.0
+    log_every_n_steps: int = Field(5, ge=1, description="TensorBoard logging interval")
+    progress_bar: bool = Field(True, description="show Lightning's progress bar")
+    val_every_n_epochs: int = Field(1, ge=1, description="validate every this many epochs")
+    limit_train_batches: float | int = Field(
+        1.0, description="share (float) or number (int) of training batches an epoch")
     # torch.compile the transformer for training and masked-image pretraining
     # (SharedBackbone.use_compiled): fewer, fused kernels, meant for GPUs, where eager small
     # batches are launch-bound (benchmarks/results/train_throughput_gpu.md); its speed
@@ -137,13 +144,16 @@ class TrainerConfig(_Strict):
 class SplitConfig(_Strict):
     """How a manifest without a ``split`` column is split (by patient, stratified)."""
 
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    fractions: tuple[float, float, float] = Field(
+        (0.7, 0.15, 0.15), description="train, val and test shares of the patients")
 
 
 class TrainConfig(_Strict):
     """Everything that decides a training run."""
 
-    seed: int = 0
+    seed: int = Field(0, description="seeds pairing, splits, sampling, augmentation and "
+                      "initialisation: the same seed, config and data give the same numbers "
+                      "on a CPU")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()

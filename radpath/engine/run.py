@@ -46,6 +46,7 @@ from radpath.data.preprocess import cache_manifest
 from radpath.data.splits import check_leakage, split_patients
 from radpath.data.workflow import read_paired
 from radpath.engine.config import TrainConfig, check_trainable, dump_config
+from radpath.engine.datawait import DataWait
 from radpath.engine.devices import matmul_precision
 from radpath.engine.module import NonFiniteLossError, RadpathModule
 from radpath.engine.pretrain import pretrain_backbone
@@ -109,10 +110,12 @@ def make_loaders(manifest: Manifest, config: TrainConfig) -> tuple[DataLoader, D
                                               seed=config.seed))
     # Loader workers leave with the run, even when it is SIGKILLed.
     guard = {"worker_init_fn": functools.partial(_exit_with_parent, os.getpid())}
+    # Page-locked batches copy to a GPU asynchronously, overlapping the step before.
+    pin = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
     return (DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, drop_last=False,
-                       **loader_options(data, config.seed), **guard),
+                       **loader_options(data, config.seed, pin_memory=pin), **guard),
             DataLoader(val_set, batch_size=data.batch_size, shuffle=False,
-                       **loader_options(data, config.seed), **guard))
+                       **loader_options(data, config.seed, pin_memory=pin), **guard))
 
 
 def _exit_with_parent(parent: int, _worker_id: int) -> None:
@@ -174,7 +177,8 @@ def _train(config: TrainConfig, manifests: Sequence[str | Path], log: RunLog, re
         log.stage = "pretraining"
         pretrained = pretrain_backbone(algorithm.model, manifest, config, out)
         record["pretrain"] = pretrained.as_dict()
-    trainer = _trainer(config, out, callbacks)
+    data_wait = DataWait()
+    trainer = _trainer(config, out, [data_wait, *callbacks])
     log.rank_zero = trainer.is_global_zero
     log.stage = "training"
     with matmul_precision(config.trainer.matmul_precision):
@@ -186,7 +190,7 @@ def _train(config: TrainConfig, manifests: Sequence[str | Path], log: RunLog, re
     record.update(status="finished", finished=_now(), wall_seconds=round(wall, 2),
                   epochs_run=trainer.current_epoch, global_steps=trainer.global_step,
                   best_checkpoint=relative_to_run(best, out) if best else None,
-                  final_val_metrics=metrics)
+                  final_val_metrics=metrics, data_wait=data_wait.summary())
     if trainer.is_global_zero:
         write_json(record, out / "run.json")
     return RunResult(out, best, last, metrics, wall)

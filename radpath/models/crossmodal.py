@@ -133,6 +133,9 @@ class _Selection:
         domains: the domain index of each of ``images``, when the batch has domains.
         keep: with mammogram windows, which windows of the valid views are encoded.
         layout: with mammogram windows, ``(rows, cols)`` of windows per view.
+        complete: every slot of ``source`` holds an image (known on the host), so the flat
+            stack is ``source`` itself and features go back into the bag by a reshape
+            instead of a copy: the same numbers, fewer operations.
     """
 
     source: Tensor
@@ -141,6 +144,7 @@ class _Selection:
     domains: Tensor | None = None
     keep: Tensor | None = None
     layout: tuple[int, int] | None = None
+    complete: bool = False
 
 
 class CrossModalModel(nn.Module):
@@ -208,7 +212,7 @@ class CrossModalModel(nn.Module):
                 localised = None
             feat, attention = self.pools[modality](instances, mask)
             if modality == "mammo":
-                view_mask = batch["mammo_mask"].bool() & batch["has_mammo"].bool()[:, None]
+                view_mask = selected["mammo"].mask
                 if self.asymmetry is not None:
                     feat = feat + self._asymmetry(views, view_mask, batch.get("mammo_side"))
                 if self.config.mammo_window:
@@ -269,10 +273,14 @@ class CrossModalModel(nn.Module):
         valid = valid_rows(batch, modality)
         if not len(valid):
             return selection
-        selection.images = images.reshape(units * bag, *images.shape[2:])[valid]
+        # The rows are sorted and distinct: as many as slots means every slot.
+        selection.complete = len(valid) == units * bag
+        selection.images = _rows(images.reshape(units * bag, *images.shape[2:]), valid,
+                                 selection.complete)
         domains = batch.get(f"{modality}_domain")
         if domains is not None:
-            selection.domains = domains[:, None].expand(units, bag).reshape(-1)[valid]
+            selection.domains = _rows(domains[:, None].expand(units, bag).reshape(-1), valid,
+                                      selection.complete)
         if modality == "mammo" and self.config.mammo_window:
             windows, selection.keep, selection.layout = self.mammo_windows(selection.images)
             selection.images = windows[selection.keep]
@@ -303,6 +311,8 @@ class CrossModalModel(nn.Module):
             zeros = selection.source.new_zeros(units, bag, self.backbone.embed_dim)
             return zeros, selection.mask
         cls = encoded[0]
+        if selection.complete:
+            return cls.reshape(units, bag, -1), selection.mask
         instances = cls.new_zeros(units * bag, cls.shape[1]).masked_scatter(
             selection.mask.reshape(-1, 1), cls)
         return instances.reshape(units, bag, -1), selection.mask
@@ -318,7 +328,8 @@ class CrossModalModel(nn.Module):
         localised = None
         if self.localisation is not None:
             scores = self.localisation(encoded[1]) if encoded is not None else None
-            localised = self._localise(batch["mammo"], mask, scores)
+            localised = self._localise(batch["mammo"], mask, scores,
+                                       complete=selection.complete)
         return instances, mask, instances, localised
 
     @property
@@ -461,7 +472,8 @@ class CrossModalModel(nn.Module):
         return self.asymmetry((means[0] - means[1]).abs()) * both
 
     def _localise(self, images: Tensor, mask: Tensor, valid_scores: Tensor | None,
-                  pooled: Tensor | None = None) -> dict[str, Tensor]:
+                  pooled: Tensor | None = None, *, complete: bool = False
+                  ) -> dict[str, Tensor]:
         """Token score maps ``(B, V, gh, gw)`` and view logits ``(B, V)`` from the flat token
         scores ``(N, gh * gw)`` of the valid views; zero for missing views.
 
@@ -470,9 +482,14 @@ class CrossModalModel(nn.Module):
             mask: ``(B, V)`` valid views.
             valid_scores: token scores of the valid views, in order; None when there are none.
             pooled: ``(N, gh * gw)`` bool, the tokens the view logit pools (all when None).
+            complete: every view is valid: the scores need no scattering into place.
         """
         units, views = mask.shape
         grid = self.backbone.grid_size("mammo", tuple(images.shape[-2:]))
+        if complete and valid_scores is not None:
+            logit = self.localisation.image_logit(valid_scores, pooled)
+            return {"token_scores": valid_scores.reshape(units, views, *grid),
+                    "view_logit": logit.reshape(units, views)}
         flat_mask = mask.reshape(-1)
         scores = images.new_zeros(units * views, grid[0] * grid[1])
         view_logit = images.new_zeros(units * views)
@@ -483,3 +500,8 @@ class CrossModalModel(nn.Module):
             view_logit = view_logit.to(logit).masked_scatter(flat_mask, logit)
         return {"token_scores": scores.reshape(units, views, *grid),
                 "view_logit": view_logit.reshape(units, views)}
+
+
+def _rows(flat: Tensor, valid: Tensor, complete: bool) -> Tensor:
+    """The ``valid`` rows of ``flat``: ``flat`` itself, not a copy, when they are all."""
+    return flat if complete else flat[valid]

@@ -37,6 +37,9 @@ def test_run_folder_holds_config_record_checkpoints_and_logs(tiny_manifest, tiny
     assert (tmp_path / "run" / "config.yaml").read_text().startswith("seed: 0")
     assert result.last_checkpoint.is_file() and result.best_checkpoint.is_file()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    wait = record["data_wait"]  # every training step timed, waiting a share of the time
+    assert wait["steps"] == record["global_steps"] and 0 <= wait["wait_share"] < 1
+    assert wait["step_seconds"] > 0
 
 
 def test_same_seed_same_numbers(tiny_manifest, tiny_config, tmp_path):

@@ -280,3 +280,34 @@ def test_rows_of_the_batch_select_the_images_the_masks_select() -> None:
     swapped = {**given, "histo_rows": torch.tensor([0, 2, 6, 8, 9, 10, 11])}
     with torch.no_grad():
         assert not torch.equal(model(swapped)["histo_feat"][0], expected["histo_feat"][0])
+
+
+def test_a_complete_batch_skips_the_copies_with_the_same_numbers(monkeypatch) -> None:
+    """Every slot an image: the reshaped path gives the scattering path's outputs and
+    gradients to the last bit (the speed-up must not change a trained model)."""
+    batch = random_batch(units=2)  # fewer than 3 units: every view and tile present
+    assert len(valid_rows(batch, "mammo")) == 2 * V and len(valid_rows(batch, "histo")) == 2 * T
+
+    def outputs_and_grads() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        model = _model().train()
+        out = model(batch)
+        sum(v.float().sum() for v in out.values() if v.requires_grad).backward()
+        return ({k: v.detach() for k, v in out.items()},
+                {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+
+    fast_out, fast_grads = outputs_and_grads()
+    original = CrossModalModel._select
+
+    def scattering(self, batch, modality):
+        selection = original(self, batch, modality)
+        assert selection.complete
+        selection.images, selection.complete = selection.images.clone(), False
+        return selection
+
+    monkeypatch.setattr(CrossModalModel, "_select", scattering)
+    slow_out, slow_grads = outputs_and_grads()
+    assert fast_out.keys() == slow_out.keys() and fast_grads.keys() == slow_grads.keys()
+    for key in fast_out:
+        assert torch.equal(fast_out[key], slow_out[key]), key
+    for name in fast_grads:
+        assert torch.equal(fast_grads[name], slow_grads[name]), name

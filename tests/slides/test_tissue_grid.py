@@ -139,3 +139,19 @@ def test_cli_ingest_wsi_and_tiles(drawn, tmp_path):
                                  "--out", str(tmp_path / "coords"), "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "coords" / "site-a-drawn.h5").is_file()
+
+
+def test_sparse_tiles_read_as_white_glass(tmp_path):
+    from radpath.slides.synthetic import write_procedural_tiff
+
+    def draw(level, x, y, tile):  # only the tile at (256, 0) holds pixels
+        return np.full((tile, tile, 3), (200, 100, 150), np.uint8) if (x, y) == (256, 0) \
+            else None
+
+    path = write_procedural_tiff(tmp_path / "sparse.tif", width=768, height=512, mpp=0.5,
+                                 draw=draw, tile=256)
+    with Slide(path) as slide:
+        region = slide.read_region(200, 0, 0, 120, 300)
+    assert (region[:256, :56] == 255).all()            # the tile at (0, 0): written as glass
+    assert (region[:256, 56:] == (200, 100, 150)).all()  # the drawn tile
+    assert (region[256:] == 255).all()                  # tiles left out of the file
