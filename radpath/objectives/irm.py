@@ -22,18 +22,24 @@ def _scale_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return torch.autograd.grad(risk, [scale], create_graph=True)[0]
 
 
-def irm_penalty(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+ESTIMATORS = ("squared", "split")
+
+
+def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
+                estimator: str = "split") -> torch.Tensor:
     """The IRMv1 penalty of one domain for binary logits.
 
-    The square of the batch gradient is a biased estimate of the squared expected
-    gradient (it adds the gradient's variance). As in DomainBed, the examples are split
-    into even and odd halves and the two halves' gradients multiplied: an unbiased
-    estimate, which can therefore be slightly negative on a single batch. With a single
-    example there is no split and the squared full-batch gradient is returned.
+    ``squared`` (Arjovsky et al.) is the square of the batch gradient: a biased estimate
+    of the squared expected gradient (it adds the gradient's variance over the batch),
+    never negative. ``split`` (DomainBed) multiplies the gradients of the even and odd
+    halves: unbiased, but it can be negative, and a network trained on the same split
+    for many steps can learn to make it so (see :class:`~radpath.algorithms.irm.IrmSettings`).
+    With a single example there is no split and the squared gradient is returned.
 
     Args:
         logits: (N,) or (N, 1) binary logits.
         targets: targets of the same number of elements, in [0, 1].
+        estimator: ``squared`` or ``split``.
 
     Returns:
         The scalar penalty, differentiable with respect to ``logits``.
@@ -45,7 +51,9 @@ def irm_penalty(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
                          "must have as many elements")
     if logits.numel() == 0:
         return logits.sum() * 0.0
-    if logits.numel() == 1:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"IRM estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if logits.numel() == 1 or estimator == "squared":
         return _scale_gradient(logits, targets).pow(2)
     grad_even = _scale_gradient(logits[0::2], targets[0::2])
     grad_odd = _scale_gradient(logits[1::2], targets[1::2])
@@ -54,7 +62,8 @@ def irm_penalty(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: torch.Tensor,
                           mask: torch.Tensor | None = None, *,
-                          num_domains: int | None = None) -> torch.Tensor:
+                          num_domains: int | None = None,
+                          estimator: str = "split") -> torch.Tensor:
     """The mean IRMv1 penalty over the domains present in the batch.
 
     :func:`irm_penalty` of each domain's examples (in batch order), computed for all
@@ -69,10 +78,13 @@ def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: 
         mask: optional (N,) bool, False for examples to ignore (e.g. unknown labels).
         num_domains: how many domain indices there are (the algorithm's vocabulary);
             None reads it from ``domains``, which waits for the device.
+        estimator: ``squared`` or ``split``, as in :func:`irm_penalty`.
 
     Returns:
         The scalar mean penalty; a zero attached to ``logits`` when no domain is present.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"IRM estimator must be one of {ESTIMATORS}, got {estimator!r}")
     logits = logits.reshape(-1)
     targets = targets.reshape(-1).to(logits.dtype)
     domains = domains.reshape(-1)
@@ -91,9 +103,10 @@ def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: 
     counts = halves.sum(dim=1)
     total = counts.sum(dim=0)
     half_grads = sums / counts.clamp(min=1)
+    squared = (sums.sum(dim=0) / total.clamp(min=1)) ** 2
     # DomainBed's unbiased even x odd product; one example has only its squared gradient.
-    per_domain = torch.where(total >= 2, half_grads[0] * half_grads[1],
-                             (sums.sum(dim=0) / total.clamp(min=1)) ** 2)
+    per_domain = (squared if estimator == "squared"
+                  else torch.where(total >= 2, half_grads[0] * half_grads[1], squared))
     present = (total > 0).to(logits.dtype)
     return (per_domain * present).sum() / present.sum().clamp(min=1)
 

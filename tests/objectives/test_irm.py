@@ -121,3 +121,38 @@ def test_all_domains_at_once_equal_the_definition_with_gradients(seed):
         (grad,) = torch.autograd.grad(penalty, logits)
         (expected_grad,) = torch.autograd.grad(expected, logits, retain_graph=True)
         torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=1e-5)
+
+
+def test_squared_estimator_is_the_squared_batch_gradient():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(10, dtype=torch.float64), torch.rand(10).round().double()
+    expected = _scale_gradient(logits, targets) ** 2
+    assert irm_penalty(logits, targets, estimator="squared").item() == pytest.approx(expected)
+
+
+def test_split_estimate_can_be_negative_the_squared_one_cannot():
+    # Even and odd halves pull the scale in opposite directions: their product is negative,
+    # which a network trained long on one split can learn to produce (IrmSettings).
+    logits = torch.tensor([2.0, 2.0, 2.0, 2.0])
+    targets = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert irm_penalty(logits, targets, estimator="split").item() < 0
+    assert irm_penalty(logits, targets, estimator="squared").item() > 0
+    domains = torch.zeros(4, dtype=torch.long)
+    assert irm_penalty_by_domain(logits, targets, domains, estimator="split").item() < 0
+
+
+def test_squared_estimator_by_domain_matches_each_domain():
+    torch.manual_seed(1)
+    logits, targets = torch.randn(12, dtype=torch.float64), torch.rand(12).round().double()
+    domains = torch.tensor([0, 1, 2] * 4)
+    expected = torch.stack([irm_penalty(logits[domains == d], targets[domains == d],
+                                        estimator="squared") for d in range(3)]).mean()
+    got = irm_penalty_by_domain(logits, targets, domains, estimator="squared")
+    assert torch.allclose(got, expected)
+
+
+def test_unknown_estimator_is_refused():
+    with pytest.raises(ValueError, match="estimator"):
+        irm_penalty(torch.zeros(4), torch.zeros(4), estimator="mean")
+    with pytest.raises(ValueError, match="estimator"):
+        irm_penalty_by_domain(torch.zeros(4), torch.zeros(4), torch.zeros(4), estimator="x")
