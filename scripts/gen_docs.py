@@ -3,7 +3,9 @@
 - ``docs/reference/configuration.md``, from the pydantic config models;
 - the results table of ``README.md`` and ``docs/results.md`` (between the
   ``<!-- results:begin -->`` and ``<!-- results:end -->`` markers), from
-  ``benchmarks/results``.
+  ``benchmarks/results``;
+- the benchmark tables copied into docs pages between ``<!-- NAME:begin -->`` and
+  ``<!-- NAME:end -->`` markers (``COPIED_TABLES``), from ``benchmarks/results/NAME.md``.
 
 ``--check`` writes nothing and exits 1, naming each stale file, when any differs.
 """
@@ -24,6 +26,9 @@ CONFIG_PAGE = ROOT / "docs" / "reference" / "configuration.md"
 TABLE_PAGES = (ROOT / "README.md", ROOT / "docs" / "results.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 COMMAND = ".venv/bin/python scripts/gen_docs.py (or make docs)"
+RESULTS = ROOT / "benchmarks" / "results"
+# page -> the results tables (benchmarks/results/NAME.md) copied into it, title dropped.
+COPIED_TABLES = {ROOT / "docs" / "domain-generalisation.md": ("colored_digits",)}
 
 
 def expected() -> dict[Path, str]:
@@ -32,15 +37,30 @@ def expected() -> dict[Path, str]:
     table = results_table.render()
     for page in TABLE_PAGES:
         files[page] = with_block(page.read_text(), table, page)
+    for page, names in COPIED_TABLES.items():
+        text = files.get(page, page.read_text())
+        for name in names:
+            text = with_block(text, results_body(name), page, f"<!-- {name}:begin -->",
+                              f"<!-- {name}:end -->")
+        files[page] = text
     return files
 
 
-def with_block(text: str, block: str, page: Path) -> str:
+def results_body(name: str) -> str:
+    """``benchmarks/results/NAME.md`` without its title line."""
+    lines = (RESULTS / f"{name}.md").read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines).strip() + "\n"
+
+
+def with_block(text: str, block: str, page: Path, begin: str = BEGIN, end_marker: str = END
+               ) -> str:
     """``text`` with the part between the markers replaced by ``block``."""
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise SystemExit(f"{page}: the markers {BEGIN} ... {END} are missing")
-    return f"{text[:start + len(BEGIN)]}\n{block}{text[end:]}"
+        raise SystemExit(f"{page}: the markers {begin} ... {end_marker} are missing")
+    return f"{text[:start + len(begin)]}\n{block}{text[end:]}"
 
 
 def stale() -> list[Path]:
