@@ -45,11 +45,22 @@ def cross_domain_partners(domains: np.ndarray, rng: np.random.Generator) -> np.n
         A (B,) int array of partner indices (drawn with replacement, not a permutation).
     """
     size = len(domains)
-    known = domains >= 0
-    allowed = (domains[:, None] != domains[None, :]) & known[:, None] & known[None, :]
-    scores = np.where(allowed, rng.random((size, size)), -1.0)
+    known = np.flatnonzero(domains >= 0)
+    # Known samples sorted by domain: the other-domain candidates of a sample are this
+    # list without its own domain's block, so one uniform draw below the candidates' count,
+    # stepped over that block, picks one. O(B log B), where scoring every pair was O(B^2)
+    # (3 s a step at B = 10,000).
+    by_domain = known[np.argsort(domains[known], kind="stable")]
+    sorted_domains = domains[by_domain]
+    block_start = np.searchsorted(sorted_domains, domains, side="left")
+    block_size = np.searchsorted(sorted_domains, domains, side="right") - block_start
+    candidates = len(known) - block_size
+    has_partner = (domains >= 0) & (candidates > 0)
+    draw = np.floor(rng.random(size) * np.maximum(candidates, 1)).astype(np.int64)
+    position = np.where(draw < block_start, draw, draw + block_size)
+    partners = by_domain[np.clip(position, 0, max(len(known) - 1, 0))] if len(known) else draw
     fallback = rng.permutation(size)
-    return np.where(allowed.any(axis=1), scores.argmax(axis=1), fallback)
+    return np.where(has_partner, partners, fallback)
 
 
 class TokenMixStyle(nn.Module):

@@ -94,3 +94,13 @@ def test_bad_arguments_are_refused():
         TokenMixStyle(mix="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(B, N, D\)"):
         TokenMixStyle(p=1.0, seed=0)(torch.zeros(2, 3))
+
+
+def test_crossdomain_partners_are_uniform_over_other_domains_and_scale():
+    domains = np.repeat([0, 1, 2], [5000, 3000, 2000])
+    partners = cross_domain_partners(domains, np.random.default_rng(0))  # O(B): instant
+    assert (domains[partners] != domains).all()
+    # A domain-0 sample's partners: 3 of 5 from domain 1, 2 of 5 from domain 2.
+    share = (domains[partners[domains == 0]] == 1).mean()
+    assert share == pytest.approx(0.6, abs=0.03)
+    assert len(np.unique(partners[domains == 0])) > 3000  # spread over the candidates
