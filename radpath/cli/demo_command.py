@@ -9,12 +9,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from radpath.data.demo import DEMO_PATIENTS
+
 console = Console(stderr=True)
 
 
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
-    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = 48,
+    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = DEMO_PATIENTS,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
@@ -25,6 +27,8 @@ def demo(
     started = time.perf_counter()
     result = run_demo(out, patients=patients, seed=seed, workers=workers)
 
+    console.print("\n" + result["summary"].read_text(encoding="utf-8"), highlight=False,
+                  markup=False, soft_wrap=True)
     console.print(f"\n[bold]radpath demo finished in {time.perf_counter() - started:.1f} s[/bold]")
     for name, path in result.items():
         console.print(f"  {name:<12} {shown_path(path)}", soft_wrap=True, highlight=False)

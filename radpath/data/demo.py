@@ -16,6 +16,8 @@ from radpath.errors import RadpathError
 # (see SyntheticConfig.lesion_scale): at 1 the small model's mammography AUC stayed near
 # chance while its histology AUC was 1.
 DEMO_LESION_SCALE = 2.5
+# Patients of the demo cohort (see configs/demo.yaml for what it costs).
+DEMO_PATIENTS = 48
 
 
 def real_cbis_cases() -> Path | None:
