@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from radpath.atomic import atomic_path
 from radpath.data.demo import DEMO_PATIENTS, prepare_demo_data
 from radpath.data.manifest import Manifest, read_manifest
@@ -36,17 +38,30 @@ def demo_config_path() -> Path:
 
 
 def run_demo(out: str | Path, *, patients: int = DEMO_PATIENTS, seed: int = 0,
-             workers: int | None = None, progress: bool = True,
+             workers: int | None = None, progress: bool = True, threads: int | None = 1,
              overrides: Sequence[str] = ()) -> dict[str, Path]:
     """Run every stage into ``out``; returns the paths worth opening.
 
+    ``threads`` sets torch's CPU threads for the run (None: torch's default, one per core).
     ``overrides`` are ``key=value`` settings applied over ``configs/demo.yaml``.
     """
-    out = Path(out).resolve()
-    # No Lightning progress bar: on 2 loaded cores Rich's bar made the demo's training
-    # 13x slower (14 s against 182-275 s for the same 30 epochs); a line per stage instead.
+    # One thread by default: the demo's model is tiny, and on a shared 2-core host torch's
+    # two threads wait on each other whenever another process holds a core. Measured on
+    # the same 30 demo epochs, host load 2-4: 15-22 s with one thread, 182-368 s with two.
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run(Path(out).resolve(), patients, seed, workers, progress, overrides)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(out: Path, patients: int, seed: int, workers: int | None, progress: bool,
+         overrides: Sequence[str]) -> dict[str, Path]:
     config = load_config(demo_config_path(), [f"data.cache_dir={out / 'cache'}", f"seed={seed}",
-                                              "trainer.progress_bar=false", *overrides])
+                                              f"trainer.progress_bar={str(progress).lower()}",
+                                              *overrides])
     say = _say if progress else _quiet
     say(f"synthetic cohort of {patients} patients: writing, ingesting, pairing, caching")
     data = prepare_demo_data(out, config.data.preprocess, patients=patients, seed=seed,
