@@ -10,7 +10,7 @@ import numpy as np
 
 from radpath.data.manifest import LABELS
 from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions
-from radpath.evaluation.summary import FLAT_IQR, spread, summary_row
+from radpath.evaluation.summary import FEW_CASES, FLAT_IQR, spread, summary_row
 from radpath.explain.verdict import digits
 
 CASE_RULE = ("Cases explained, among the test units with mammograms (an explanation needs "
@@ -82,6 +82,7 @@ def spread_records(result: Any) -> list[dict[str, Any]]:
         s = spread(p)
         records.append({
             "modality": modality, "auc": shown, **s, "flat": s["iqr"] < FLAT_IQR,
+            "few": min(int(malignant.sum()), int((~malignant).sum())) < FEW_CASES,
             "classes": [(name, float(np.median(p[mask])), int(mask.sum()))
                         for name, mask in (("malignant", malignant), ("other", ~malignant))
                         if mask.any()]})
@@ -107,6 +108,9 @@ def summary_lines(evaluations: dict[str, Any], threshold: tuple[float, str],
              "patients.", "Test split, no adaptation, malignancy: AUC [95% CI] and the spread "
              "of the predicted probabilities", *("  " + x for x in spread_lines(
                  evaluations["none"]))]
+    if any(r["few"] for r in spread_records(evaluations["none"])):
+        lines.append(f"  Few cases: under {FEW_CASES} of a class, each CI rests on a handful "
+                     f"of cases.")
     for adapt, result in evaluations.items():
         if adapt != "none":
             auc = summary_row(result.rows, "malignancy", "fused").get("auc")

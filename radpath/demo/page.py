@@ -10,7 +10,7 @@ from typing import Any
 from radpath.atomic import atomic_path
 from radpath.demo.cases import CASE_RULE, spread_records
 from radpath.evaluation.report import STYLE, png_tag
-from radpath.evaluation.summary import FLAT_IQR
+from radpath.evaluation.summary import FEW_CASES, FLAT_IQR
 
 
 def write_page(path: Path, evaluations: dict[str, Any],
@@ -54,10 +54,14 @@ def _spread_table(result: Any) -> str:
                  f"{r['iqr']:.3f}", medians)
         body.append(f"<tr{' class=warn' if r['flat'] else ''}>"
                     + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    flat = [r["modality"] for r in spread_records(result) if r["flat"]]
+    records = spread_records(result)
+    flat = [r["modality"] for r in records if r["flat"]]
     warning = (f"<p class='warn'><b>Warning.</b> {html.escape(', '.join(flat))}: predictions "
                f"barely vary (IQR &lt; {FLAT_IQR}); the AUC rests on tiny differences.</p>"
                if flat else "")
+    if any(r["few"] for r in records):
+        warning += (f"<p class='warn'><b>Few cases.</b> Under {FEW_CASES} of a class: each "
+                    f"95% CI rests on a handful of cases.</p>")
     return f"{warning}<table class='summary'><tr>{head}</tr>{''.join(body)}</table>"
 
 

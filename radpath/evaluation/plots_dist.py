@@ -22,8 +22,10 @@ def probability_strip_figure(y_true: Any, probabilities: Any, threshold: float, 
     p = np.asarray(probabilities, dtype=float)
     if y.shape != p.shape:
         raise ValueError(f"labels {y.shape} and probabilities {p.shape} differ in shape")
-    plot = _Plot(size=(640, 300), panel=(90, 50, 610, 230))
-    plot.axes("Predicted probability", "", title, ticks=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+    # A wide left margin: the class names and counts sit there, not over the dots.
+    plot = _Plot(size=(640, 300), panel=(140, 50, 620, 230))
+    plot.axes("Predicted probability", "", title, ticks=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+              y_ticks=False)
     rng = np.random.default_rng(seed)
     left, top, _, bottom = plot.panel
     band = (bottom - top) / 2

@@ -22,12 +22,20 @@ from radpath.evaluation.plots import (
 )
 from radpath.evaluation.plots_dist import probability_strip_figure
 from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions, ViewResult
-from radpath.evaluation.summary import spread, summary_row, threshold_of, warnings_for
+from radpath.evaluation.summary import (
+    FEW_CASES,
+    spread,
+    summary_row,
+    threshold_of,
+    warnings_for,
+)
 from radpath.stats.metrics import confusion
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}
-th{background:#f0f0f0}img{max-width:100%}.figs img{max-width:48%;margin:4px}
+th{background:#f0f0f0}img{max-width:100%}
+.figs{display:grid;grid-template-columns:1fr 1fr;gap:8px 16px;align-items:center}
+.figs img{width:100%}
 .note{color:#666;font-size:13px}.warn{background:#fff3cd;border:1px solid #e0b000;
 padding:6px 10px;font-size:14px}
 .gallery img{width:220px;margin:4px}"""
@@ -81,15 +89,24 @@ def _context_table(context: dict[str, Any]) -> str:
 
 
 def _warnings(predictions: UnitPredictions) -> list[str]:
-    found = []
+    """One warning per flat output; the outputs resting on few cases in one line."""
+    flat, few = [], []
     for task in applicable_tasks(predictions):
         known, target = task_labels(predictions, task)
         for modality in MODALITY_OUTPUTS:
             chosen = known & predictions.has[modality]
-            if chosen.any():
-                found += [f"{task}, {w}" for w in warnings_for(
-                    modality, target[chosen], predictions.prob[modality][chosen])]
-    return [f"<p class='warn'><b>Warning.</b> {html.escape(w)}</p>" for w in found]
+            if not chosen.any():
+                continue
+            y, p = target[chosen], predictions.prob[modality][chosen]
+            flat += [f"{task}, {w}" for w in warnings_for(modality, y, p)
+                     if "barely vary" in w]
+            positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+            if min(positives, negatives) < FEW_CASES:
+                few.append(f"{task} {modality} {positives}/{negatives}")
+    if few:
+        flat.append(f"Few cases (positive/negative): {'; '.join(few)}. Under {FEW_CASES} of "
+                    f"a class, the 95% CI rests on a handful of cases.")
+    return [f"<p class='warn'><b>Warning.</b> {html.escape(w)}</p>" for w in flat]
 
 
 def _ci(row: dict[str, Any] | None) -> str:

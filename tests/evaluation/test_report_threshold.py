@@ -56,6 +56,9 @@ def test_flat_predictions_and_few_cases_are_flagged(tmp_path):
     _, page = _report(tmp_path, _predictions(label, prob), 0.3795)
     assert "predictions barely vary" in page
     assert "rests on a handful of cases" in page
+    # One line for every output resting on few cases, not one warning each.
+    assert page.count("rests on a handful of cases") == 1
+    assert "malignancy mammo 3/5" in page
     assert "<details>" in page
 
 
