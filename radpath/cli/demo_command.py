@@ -9,14 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from radpath.data.demo import DEMO_PATIENTS
-
 console = Console(stderr=True)
 
 
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
-    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = DEMO_PATIENTS,
+    patients: Annotated[int | None, typer.Option(
+        help="Synthetic patients (default: the demo's cohort, as configs/demo.yaml says).")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     threads: Annotated[int, typer.Option(

@@ -37,12 +37,13 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("radpath") / "configs" / "demo.yaml"))
 
 
-def run_demo(out: str | Path, *, patients: int = DEMO_PATIENTS, seed: int = 0,
+def run_demo(out: str | Path, *, patients: int | None = None, seed: int = 0,
              workers: int | None = None, progress: bool = True, threads: int | None = 1,
              overrides: Sequence[str] = ()) -> dict[str, Path]:
     """Run every stage into ``out``; returns the paths worth opening.
 
-    ``threads`` sets torch's CPU threads for the run (None: torch's default, one per core).
+    ``patients`` defaults to :data:`~radpath.data.demo.DEMO_PATIENTS`. ``threads`` sets
+    torch's CPU threads for the run (None: torch's default, one per core).
     ``overrides`` are ``key=value`` settings applied over ``configs/demo.yaml``.
     """
     # One thread by default: the demo's model is tiny, and on a shared 2-core host torch's
@@ -52,7 +53,8 @@ def run_demo(out: str | Path, *, patients: int = DEMO_PATIENTS, seed: int = 0,
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(Path(out).resolve(), patients, seed, workers, progress, overrides)
+        return _run(Path(out).resolve(), patients or DEMO_PATIENTS, seed, workers, progress,
+                    overrides)
     finally:
         torch.set_num_threads(previous)
 
