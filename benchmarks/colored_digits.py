@@ -140,8 +140,9 @@ class DigitModel(nn.Module):
 
 
 def algorithm_config(method: str, irm: dict | None) -> AlgorithmConfig:
-    """``method`` with only the malignancy terms (no grading, no lesion maps here)."""
-    weights = LossWeights(grade=0.0, localisation=0.0)
+    """``method`` with only the malignancy terms (no grading, no lesion maps, and no
+    contrastive pairs: there are no mammograms here, so that term is off)."""
+    weights = LossWeights(grade=0.0, localisation=0.0, contrastive=0.0)
     settings = {"irm": irm} if irm else {}
     return AlgorithmConfig(name=method, weights=weights, lesion_supervision=False, **settings)
 
@@ -238,7 +239,8 @@ ROW_NOTES = {
     "erm": "radpath `erm`",
     "irm": "radpath `irm`, the authors' weight 1e4 after 100 steps, squared penalty",
     "mixstyle": "radpath `mixstyle` (statistics over the 64 pixels)",
-    "paper": "radpath `paper` (IRM 1e4 after 100 steps; no mammograms, so no contrastive pairs)",
+    "paper": "radpath `paper`: MixStyle + IRM 1e4 after 100 steps (no mammograms: no pairs "
+             "to align, the contrastive term off)",
     "groupdro": "radpath `groupdro`",
     "coral": "radpath `coral`",
     "irm_split": "radpath `irm`, as `irm` but DomainBed's even × odd split penalty",

@@ -41,12 +41,15 @@ class Paper(IrmMixin, Algorithm):
 
     def extra_terms(self, out: dict[str, Tensor], batch: Batch):
         # Units lacking a modality count as unpaired: the loss masks them out.
+        irm = (self.irm_weight(), irm_term(self, out, batch))
+        if self.config.weights.contrastive == 0:
+            # Switched off: skip the B x B similarities (100M at B = 10,000).
+            return {"contrastive": (0.0, out["fused_logit"].sum() * 0.0), "irm": irm}
         both = batch["has_mammo"].bool() & batch["has_histo"].bool()
         pairing = torch.where(both, batch["pairing"], 0)
         alignment = self.contrastive(out["mammo_proj"], out["histo_proj"], batch["label"],
                                      pairing)
-        return {"contrastive": (self.config.weights.contrastive, alignment),
-                "irm": (self.irm_weight(), irm_term(self, out, batch))}
+        return {"contrastive": (self.config.weights.contrastive, alignment), "irm": irm}
 
     def after_step(self) -> None:
         self.contrastive.clamp_()

@@ -102,6 +102,19 @@ def test_paper_reports_contrastive_and_irm_terms() -> None:
     assert logs["contrastive"] > 0  # units 0 and 3 are true pairs
 
 
+def test_paper_with_the_contrastive_weight_zero_skips_the_term() -> None:
+    from radpath.algorithms.config import LossWeights
+
+    algorithm = tiny_algorithm("paper", weights=LossWeights(contrastive=0.0))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the contrastive loss ran with its weight 0")
+
+    algorithm.contrastive.forward = refuse
+    logs = algorithm.update(random_batch())
+    assert logs["contrastive"] == 0.0 and math.isfinite(logs["loss"])
+
+
 def test_paper_logit_scale_stays_clamped_under_a_huge_learning_rate() -> None:
     algorithm = tiny_algorithm("paper")
     algorithm._optimizer = algorithm.make_optimizer(lr=1e3)
