@@ -41,6 +41,10 @@ def _cohort(root: Path, patients: int, seed: int) -> Path:
     return manifest
 
 
+def _run_text(args: argparse.Namespace) -> str:
+    return f"given ({args.run})" if args.run else f"{args.config.name}, {args.epochs} epochs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a trained run (default: train one)")
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patients", type=int, default=48)
     parser.add_argument("--seed", type=int, default=7, help="seed of the evaluation cohort")
+    parser.add_argument("--keep", type=Path, help="write the trained run here (reuse: --run)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results"
                         / "region_links.md")
     args = parser.parse_args()
@@ -59,8 +64,8 @@ def main() -> None:
         if run_dir is None:
             config = load_config(args.config, [f"data.cache_dir={root / 'cache'}",
                                                f"optim.epochs={args.epochs}"])
-            train(config, [manifest], root / "run", workers=1)
-            run_dir = root / "run"
+            run_dir = args.keep or root / "run"
+            train(config, [manifest], run_dir, workers=1)
         run = load_run(run_dir)
         records = list(read_manifest(manifest))
         held_out = [r for r in records if r.split == "test"]
@@ -76,9 +81,9 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     lines = ["# Region links against random links (synthetic cohort)", "",
-             f"Run: {'given, ' + str(args.run) if args.run else f'{args.config.name}, {args.epochs} epochs'}"
-             f"; cohort of {args.patients} patients (seed {args.seed}), held-out test "
-             f"patients; pool of 2 tiles per label; commit {commit}; {elapsed:.0f} s.", "",
+             f"Run: {_run_text(args)}; cohort of {args.patients} patients (seed "
+             f"{args.seed}), held-out test patients; pool of 2 tiles per label; "
+             f"commit {commit}; {elapsed:.0f} s.", "",
              "Top-1 hit: the most similar tile has the pattern of the region (the patient's "
              "label for a lesion circle, normal for the far breast patch). 95% intervals: "
              "patient-level bootstrap. Synthetic data: this checks the mechanism, it is not "
