@@ -87,7 +87,8 @@ def _regions(record: Record, geometry, image: np.ndarray, grid: tuple[int, int]
 
 def region_link_trials(run: LoadedRun, mammograms: Sequence[Record],
                        histology: Sequence[Record], *, per_label: int = 2, seed: int = 0,
-                       centred: bool = True) -> list[LinkTrial]:
+                       centre_regions: bool = True,
+                       centre_tiles: bool = False) -> list[LinkTrial]:
     """Link the regions of each lesioned mammogram against a label-balanced tile pool.
 
     Args:
@@ -96,7 +97,8 @@ def region_link_trials(run: LoadedRun, mammograms: Sequence[Record],
         histology: synthetic H&E records to draw the pools from (never the same patient's).
         per_label: tiles of each label in a pool.
         seed: seed of the pools.
-        centred: rank by the centred similarity (the default of explanations) or the raw.
+        centre_regions: subtract each region's whole-view projection (as explanations do).
+        centre_tiles: subtract the pool's mean tile projection (explanations do not).
     """
     pre = RecordPreprocessor(run.config.data.preprocess)
     model = run.algorithm.model
@@ -121,8 +123,8 @@ def region_link_trials(run: LoadedRun, mammograms: Sequence[Record],
             cls = model.encode_images(tile_tensor(np.stack([t[2] for t in pool])), "histo")[0]
             regions = [r for r, _ in found]
             link_tiles(regions, region_embeddings(model, patches, regions, grid, size,
-                                                  centred=centred),
-                       tile_embeddings(model, cls, centred=centred), len(pool))
+                                                  centred=centre_regions),
+                       tile_embeddings(model, cls, centred=centre_tiles), len(pool))
         for region, expected in found:
             labels = tuple(pool[t][1] for t, _ in region.links)
             chance = sum(t[1] == expected for t in pool) / len(pool)

@@ -99,7 +99,7 @@ def _text(image: np.ndarray, text: str, at: tuple[int, int], scale: float = 0.5)
     cv2.putText(image, text, at, FONT, scale, TEXT_COLOUR, 1, cv2.LINE_AA)
 
 
-SIMILARITY_NOTE = "sim: centred cosine in the shared space (see link_method)"
+SIMILARITY_NOTE = "sim: cosine in the shared space, region less its view (link_method)"
 
 
 def figure(left: np.ndarray, rows: Sequence[TileRow], *, title: str = "",

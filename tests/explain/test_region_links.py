@@ -49,9 +49,9 @@ def test_centred_links_follow_what_sets_each_region_apart(tiny_model):
 
 def test_tile_centring_needs_two_tiles(tiny_model):
     cls = torch.randn(3, tiny_model.projections["histo"].in_features)
-    one = tile_embeddings(tiny_model, cls[:1])  # centring one tile would leave zero
-    assert torch.allclose(one, tile_embeddings(tiny_model, cls[:1], centred=False))
-    three = tile_embeddings(tiny_model, cls)
+    one = tile_embeddings(tiny_model, cls[:1], centred=True)  # centring one would leave 0
+    assert torch.allclose(one, tile_embeddings(tiny_model, cls[:1]))
+    three = tile_embeddings(tiny_model, cls, centred=True)
     raw = tiny_model.projections["histo"](cls)
     expected = torch.nn.functional.normalize(raw - raw.mean(0), dim=-1)
     assert torch.allclose(three, expected, atol=1e-6)
@@ -91,7 +91,7 @@ def test_explanation_says_how_similarity_is_computed(loaded_run, case_files):
 
     data = explain_case(loaded_run, case_files["mammo"][:1], case_files["histo"]).to_json()
     validate_explanation(data)
-    assert data["link_method"] == LINK_METHOD and "centred cosine" in LINK_METHOD
+    assert data["link_method"] == LINK_METHOD and "less its whole view" in LINK_METHOD
 
 
 def test_figure_keeps_no_histology_clear_of_the_region_label():
