@@ -177,10 +177,13 @@ def test_demo_prints_its_serve_hint_whole(tmp_path, monkeypatch, capsys):
     from radpath.cli import demo_command
 
     out = tmp_path / ("a-rather-long-folder-name-" * 4)
-    paths = {"report": out / "report.html", "run": out / "run"}
+    out.mkdir()
+    (out / "summary.txt").write_text("fused  AUC 0.900 [0.800, 1.000]  p min 0.010\n")
+    paths = {"summary": out / "summary.txt", "report": out / "report.html", "run": out / "run"}
     monkeypatch.setattr("radpath.demo.run_demo", lambda *a, **k: paths)
     monkeypatch.setattr(demo_command, "console", rich.console.Console(width=40, stderr=True))
     monkeypatch.setattr("sys.argv", ["/nowhere/bin/radpath"])
     demo_command.demo(out=out, patients=4, seed=0, workers=1)
     printed = capsys.readouterr().err
     assert f"/nowhere/bin/radpath serve --run {out / 'run'}" in printed.splitlines()[-1]
+    assert "fused  AUC 0.900 [0.800, 1.000]  p min 0.010" in printed

@@ -63,6 +63,11 @@ class SyntheticConfig(BaseModel):
             shortcut (no patient gets the extra noise). 0.5 makes the noise uninformative.
         shortcut_noise: standard deviation of the noisy device's extra noise, as a
             fraction of the intensity range.
+        lesion_scale: how conspicuous a malignant lesion is: it widens and brightens the
+            spicules and enlarges the calcification dots. At 1 a spicule is one pixel wide
+            at 256 px, so it fades when a mammogram is resized to 128 px; the demo raises it
+            so that its small model can see, at its resolution, what makes a lesion
+            malignant.
         seed: the cohort's seed; the same seed gives byte-identical files.
     """
 
@@ -76,6 +81,7 @@ class SyntheticConfig(BaseModel):
     both_fraction: float = Field(0.5, ge=0.0, le=1.0)
     shortcut_agreement: tuple[float, ...] = ()
     shortcut_noise: float = Field(0.05, ge=0.0, le=0.5)
+    lesion_scale: float = Field(1.0, ge=1.0, le=4.0)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -170,7 +176,7 @@ def _write_mammograms(patient: _Patient, config: SyntheticConfig, rng: np.random
     for side in ("L", "R"):
         has_lesion = patient.label != "normal" and side == lesioned_side
         image, lesions = _mammogram(config.mammo_size, patient.label if has_lesion else "",
-                                    rng)
+                                    rng, config.lesion_scale)
         if side == "R":
             image, lesions = _mirror(image, lesions)
         image = _mammo_domain(image, patient.domain, config.domains, rng)
@@ -187,8 +193,8 @@ def _write_mammograms(patient: _Patient, config: SyntheticConfig, rng: np.random
     return records
 
 
-def _mammogram(size: int, label: str, rng: np.random.Generator) -> tuple[np.ndarray,
-                                                                           tuple[Lesion, ...]]:
+def _mammogram(size: int, label: str, rng: np.random.Generator,
+               scale: float = 1.0) -> tuple[np.ndarray, tuple[Lesion, ...]]:
     """A left-breast CC mammogram in [0, 1] (chest wall at the left edge), with lesions."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     centre_y = size * rng.uniform(0.45, 0.55)
@@ -205,11 +211,11 @@ def _mammogram(size: int, label: str, rng: np.random.Generator) -> tuple[np.ndar
         kinds = _lesion_kinds(label, rng)
         for kind in kinds:
             if kind == "mass":
-                lesions.append(_draw_mass(image, cx, cy, label, rng))
+                lesions.append(_draw_mass(image, cx, cy, label, rng, scale))
             else:
                 # A calcification cluster beside the mass, or at the lesion site alone.
                 offset = size * 0.12 if "mass" in kinds else 0.0
-                lesions.append(_draw_calcs(image, cx + offset, cy - offset, rng))
+                lesions.append(_draw_calcs(image, cx + offset, cy - offset, rng, scale))
     _draw_film_label(image, rng)
     image += rng.normal(0.0, 0.01, image.shape).astype(np.float32)
     return np.clip(image, 0.0, 1.0), tuple(lesions)
@@ -237,7 +243,7 @@ def _inside_breast(rng: np.random.Generator, centre_y: float, semi_x: float,
 
 
 def _draw_mass(image: np.ndarray, cx: float, cy: float, label: str,
-               rng: np.random.Generator) -> Lesion:
+               rng: np.random.Generator, scale: float = 1.0) -> Lesion:
     size = image.shape[0]
     radius = size * rng.uniform(0.04, 0.065)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -248,10 +254,13 @@ def _draw_mass(image: np.ndarray, cx: float, cy: float, label: str,
                      for k in (3, 5, 7))
         boundary = radius * (1.0 + wobble)
         spicules = np.zeros_like(image)
+        # At scale 1 exactly the original one-pixel, 0.18 spicules (same files as before).
+        width = max(1, round(scale * size / 256))
+        shade = min(0.18 * scale, 0.4)
         for theta in rng.uniform(0, 2 * np.pi, int(rng.integers(8, 14))):
             length = radius * rng.uniform(1.6, 2.4)
             end = (round(cx + length * math.cos(theta)), round(cy + length * math.sin(theta)))
-            cv2.line(spicules, (round(cx), round(cy)), end, 0.18, 1, cv2.LINE_AA)
+            cv2.line(spicules, (round(cx), round(cy)), end, shade, width, cv2.LINE_AA)
         image += spicules
     else:
         boundary = np.full_like(angle, radius)
@@ -263,10 +272,11 @@ def _draw_mass(image: np.ndarray, cx: float, cy: float, label: str,
     return Lesion(round(cx, 1), round(cy, 1), round(radius, 1), "mass")
 
 
-def _draw_calcs(image: np.ndarray, cx: float, cy: float, rng: np.random.Generator) -> Lesion:
+def _draw_calcs(image: np.ndarray, cx: float, cy: float, rng: np.random.Generator,
+                scale: float = 1.0) -> Lesion:
     size = image.shape[0]
-    spread = size * rng.uniform(0.02, 0.035)
-    dot = max(1, round(size / 256))
+    spread = size * rng.uniform(0.02, 0.035) * math.sqrt(scale)
+    dot = max(1, round(scale * size / 256))
     count = int(rng.integers(12, 20))
     angles, reach = rng.uniform(0, 2 * np.pi, count), spread * np.sqrt(rng.uniform(0, 1, count))
     xs, ys = cx + reach * np.cos(angles), cy + reach * np.sin(angles)

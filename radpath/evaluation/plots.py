@@ -173,16 +173,19 @@ class _Plot:
         self.draw.polygon(polygon, fill=(*colour, 60))
 
     def axes(self, xlabel: str, ylabel: str, title: str,
-             ticks: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> None:
+             ticks: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), *,
+             y_ticks: bool = True) -> None:
+        """Frame, grid, labels; ``y_ticks=False`` for a y axis that carries categories."""
         left, top, right, bottom = self.panel
         for tick in ticks:
             tx, ty = self.px(tick, tick)
             self.draw.line([(tx, top), (tx, bottom)], fill=(235, 235, 235), width=1)
-            self.draw.line([(left, ty), (right, ty)], fill=(235, 235, 235), width=1)
             self.draw.line([(tx, bottom), (tx, bottom + 5)], fill=BLACK, width=1)
-            self.draw.line([(left - 5, ty), (left, ty)], fill=BLACK, width=1)
             self.text((tx, bottom + 8), f"{tick:.1f}", 12, anchor="mt")
-            self.text((left - 8, ty), f"{tick:.1f}", 12, anchor="rm")
+            if y_ticks:
+                self.draw.line([(left, ty), (right, ty)], fill=(235, 235, 235), width=1)
+                self.draw.line([(left - 5, ty), (left, ty)], fill=BLACK, width=1)
+                self.text((left - 8, ty), f"{tick:.1f}", 12, anchor="rm")
         self.draw.rectangle([left, top, right, bottom], outline=BLACK, width=1)
         self.text(((left + right) / 2, bottom + 30), xlabel, 14, anchor="mt")
         self.vertical_text((left - 55, (top + bottom) / 2), ylabel, 14)

@@ -20,13 +20,24 @@ from radpath.evaluation.plots import (
     reliability_figure,
     roc_figure,
 )
+from radpath.evaluation.plots_dist import probability_strip_figure
 from radpath.evaluation.predict import MODALITY_OUTPUTS, UnitPredictions, ViewResult
+from radpath.evaluation.summary import (
+    FEW_CASES,
+    spread,
+    summary_row,
+    threshold_of,
+    warnings_for,
+)
 from radpath.stats.metrics import confusion
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}
-th{background:#f0f0f0}img{max-width:100%}.figs img{max-width:48%;margin:4px}
-.note{color:#666;font-size:13px}
+th{background:#f0f0f0}img{max-width:100%}
+.figs{display:grid;grid-template-columns:1fr 1fr;gap:8px 16px;align-items:center}
+.figs img{width:100%}
+.note{color:#666;font-size:13px}.warn{background:#fff3cd;border:1px solid #e0b000;
+padding:6px 10px;font-size:14px}
 .gallery img{width:220px;margin:4px}"""
 
 
@@ -41,10 +52,13 @@ def write_report(path: str | Path, predictions: UnitPredictions, rows: Sequence[
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>radpath evaluation"
              f"</title><style>{STYLE}</style></head><body><h1>radpath evaluation</h1>",
              _context_table(context), _pairing_note(context),
-             "<h2>Metrics (95% CI)</h2>", _metric_table(rows)]
+             *_warnings(predictions), "<h2>Summary (95% CI)</h2>",
+             _summary_table(predictions, rows),
+             "<details><summary>Every metric, by domain</summary>", _metric_table(rows),
+             "</details>"]
     for task in applicable_tasks(predictions):
         parts.append(f"<h2>{html.escape(task)}</h2><div class='figs'>")
-        parts += _task_figures(predictions, task, n_boot)
+        parts += _task_figures(predictions, rows, task, n_boot)
         parts.append("</div>")
     gallery = _localisation_gallery(predictions.views)
     if gallery:
@@ -74,6 +88,63 @@ def _context_table(context: dict[str, Any]) -> str:
     return f"<table>{cells}</table>"
 
 
+def _warnings(predictions: UnitPredictions) -> list[str]:
+    """One warning per flat output; the outputs resting on few cases in one line."""
+    flat, few = [], []
+    for task in applicable_tasks(predictions):
+        known, target = task_labels(predictions, task)
+        for modality in MODALITY_OUTPUTS:
+            chosen = known & predictions.has[modality]
+            if not chosen.any():
+                continue
+            y, p = target[chosen], predictions.prob[modality][chosen]
+            flat += [f"{task}, {w}" for w in warnings_for(modality, y, p)
+                     if "barely vary" in w]
+            positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+            if min(positives, negatives) < FEW_CASES:
+                few.append(f"{task} {modality} {positives}/{negatives}")
+    if few:
+        flat.append(f"Few cases (positive/negative): {'; '.join(few)}. Under {FEW_CASES} of "
+                    f"a class, the 95% CI rests on a handful of cases.")
+    return [f"<p class='warn'><b>Warning.</b> {html.escape(w)}</p>" for w in flat]
+
+
+def _ci(row: dict[str, Any] | None) -> str:
+    if row is None or row["value"] is None:
+        return "–"
+    if row["ci_low"] is None:
+        return f"{row['value']:.3f}"
+    return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+SUMMARY_COLUMNS = ("task", "modality", "AUC", "ECE", "threshold", "sensitivity",
+                   "specificity", "p min", "p max", "p IQR", "n (pos/neg)")
+
+
+def _summary_table(predictions: UnitPredictions, rows: Sequence[dict[str, Any]]) -> str:
+    """One line per (task, modality) over all units; the per-domain detail is folded."""
+    body = []
+    for task in applicable_tasks(predictions):
+        known, target = task_labels(predictions, task)
+        for modality in MODALITY_OUTPUTS:
+            chosen = known & predictions.has[modality]
+            if not chosen.any():
+                continue
+            found = summary_row(rows, task, modality)
+            threshold, source = threshold_of(rows, task, modality)
+            s = spread(predictions.prob[modality][chosen])
+            y = target[chosen]
+            cells = (task, modality, _ci(found.get("auc")), _ci(found.get("ece")),
+                     f"{threshold:.3f} ({source})", _ci(found.get("sensitivity")),
+                     _ci(found.get("specificity")), f"{s['min']:.3f}", f"{s['max']:.3f}",
+                     f"{s['iqr']:.3f}", f"{int((y == 1).sum())}/{int((y == 0).sum())}")
+            body.append(f"<tr data-task='{task}' data-modality='{modality}'"
+                        f" data-threshold='{threshold:.6f}'>"
+                        + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{c}</th>" for c in SUMMARY_COLUMNS)
+    return f"<table class='summary'><tr>{head}</tr>{''.join(body)}</table>"
+
+
 def _metric_table(rows: Sequence[dict[str, Any]]) -> str:
     head = "".join(f"<th>{c}</th>" for c in ("task", "modality", "domain", "metric", "value",
                                              "95% CI", "n"))
@@ -87,7 +158,8 @@ def _metric_table(rows: Sequence[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _task_figures(predictions: UnitPredictions, task: str, n_boot: int) -> list[str]:
+def _task_figures(predictions: UnitPredictions, rows_: Sequence[dict[str, Any]], task: str,
+                  n_boot: int) -> list[str]:
     known, target = task_labels(predictions, task)
     figures = []
     for modality in MODALITY_OUTPUTS:
@@ -104,13 +176,20 @@ def _task_figures(predictions: UnitPredictions, task: str, n_boot: int) -> list[
                                f"ROC {modality}"))
         rows = known & predictions.has[modality]
         y, p = target[rows], predictions.prob[modality][rows]
+        # The one operating point of the summary table, for every thresholded figure.
+        threshold, source = threshold_of(rows_, task, modality)
+        figures.append(png_tag(probability_strip_figure(
+            y, p, threshold, labels=("other", task),
+            title=f"{task}: {modality} probabilities by class"), f"probabilities {modality}"))
         figures.append(png_tag(reliability_figure(
             [ReliabilityCurve.from_predictions(modality, y, p, n_boot=n_boot)],
             title=f"{task}: {modality} reliability"), f"reliability {modality}"))
-        matrix = confusion(y, (p >= 0.5).astype(int), [0, 1])
-        figures.append(png_tag(confusion_figure(matrix, ["other", task],
-                                                title=f"{modality} at 0.5"),
-                               f"confusion {modality}"))
+        matrix = confusion(y, (p >= threshold).astype(int), [0, 1])
+        (tn, fp), (fn, tp) = matrix.tolist()
+        figures.append(png_tag(confusion_figure(
+            matrix, ["other", task], title=f"{modality} at {threshold:.3f} ({source})"),
+            f"confusion {task} {modality} at threshold {threshold:.6f}: "
+            f"tn={tn} fp={fp} fn={fn} tp={tp}"))
     return figures
 
 

@@ -26,6 +26,7 @@ from radpath.evaluation.predict import (
     write_predictions,
 )
 from radpath.evaluation.report import write_report
+from radpath.evaluation.summary import operating_points
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,16 @@ def evaluate_run(run_dir: str | Path | Sequence[str | Path], manifests: Sequence
     rows = metric_rows(predictions, thresholds=thresholds_from(validation), n_boot=n_boot)
     out = Path(out)
     metrics_path = _write_rows(rows, out / "metrics.json")
+    # The operating points, recorded apart so the explainer and the viewer read the same ones.
+    _write_rows(operating_points(rows), out / "operating_points.json")
     predictions_path = write_predictions(out / "predictions.csv",
                                          [(chosen or "all", predictions)])
     context = {**_run_context(runs), "adaptation": adapt,
                "split": chosen or "all (manifests have no split column)",
                "pairing": pairing_mode(manifest), "units": len(predictions),
-               "operating point": "chosen on validation (Youden)" if validation else "0.5",
+               "operating point": ("one per task and modality, chosen on validation predictions "
+                                  "(Youden's J), used by every table and figure" if validation
+                                  else "0.5 (no validation split)"),
                "confidence intervals": "95%, bootstrap over patients (units)"}
     if unlabelled := int((predictions.label < 0).sum()):
         context["units without a label"] = f"{unlabelled}: in predictions.csv, in no metric"

@@ -54,6 +54,7 @@ from radpath.explain.evidence import (
     tile_embeddings,
 )
 from radpath.explain.maps import MAP_KINDS, check_kind, compute_maps, explaining, map_to_original
+from radpath.explain.verdict import verdict
 from radpath.models.crossmodal import CrossModalModel
 
 __all__ = ["MAP_KINDS", "SCHEMA", "Explanation", "explain_case", "validate_explanation",
@@ -269,7 +270,8 @@ def _contributions(model: CrossModalModel, out: dict[str, torch.Tensor],
 def explain_case(run: LoadedRun, mammo_paths: Sequence[str | Path],
                  histo_paths: Sequence[str | Path] = (), *, top_k: int = 3,
                  tiles_per_region: int = 3, map_kind: str = "localisation",
-                 pairing: str = "none") -> Explanation:
+                 pairing: str = "none", threshold: float = 0.5,
+                 threshold_source: str = "default 0.5") -> Explanation:
     """Explain the model's decision on one case.
 
     Args:
@@ -281,6 +283,9 @@ def explain_case(run: LoadedRun, mammo_paths: Sequence[str | Path],
         map_kind: one of :data:`MAP_KINDS`.
         pairing: ``"pseudo"`` when the histology comes from another patient; otherwise
             a case holding both modalities is taken as one patient (``"true"``).
+        threshold: the operating threshold the rationale's verdict is read against (the
+            run's evaluation records one per modality in ``operating_points.json``).
+        threshold_source: where the threshold comes from, stated in the rationale.
 
     Raises:
         ImageReadError: a file is missing or not an image (the message names it).
@@ -323,6 +328,7 @@ def explain_case(run: LoadedRun, mammo_paths: Sequence[str | Path],
     heatmaps = [map_to_original(m / top, v.geometry, display_scale=v.display_scale)
                 for m, v in zip(maps, views, strict=True)]
     data = _json(views, tiles, regions, out, shares, deltas, map_kind, pairing)
+    data["threshold"] = {"value": round(float(threshold), 6), "source": threshold_source}
     data["rationale"] = rationale(data, views)
     return Explanation(data, data["rationale"], [v.display for v in views], heatmaps,
                        [t.image for t in tiles], maps)
@@ -365,15 +371,6 @@ def _json(views: list[_View], tiles: list[_Tile], regions: list[Region],
 
 # ------------------------------------------------------------------------------ rationale
 
-def _certainty(p: float) -> str:
-    distance = abs(p - 0.5)
-    if distance >= 0.3:
-        return "confident"
-    if distance >= 0.15:
-        return "moderately confident"
-    return "uncertain (close to the 0.5 threshold)"
-
-
 def _where(region: dict[str, Any], view: _View) -> str:
     """'the upper part of the left breast, near the chest wall' from the crop box."""
     y0, x0, y1, x1 = view.geometry.crop_box
@@ -391,9 +388,9 @@ def rationale(data: dict[str, Any], views: Sequence[_View]) -> str:
     """A template summary of what was found, where, how sure, and what agrees."""
     p = data["predictions"]
     fused = p["fused"]
-    verdict = "suspicious for malignancy" if fused >= 0.5 else "not suspicious for malignancy"
-    lines = [f"The model rates this case as {verdict} (fused probability {fused:.2f}); it is "
-             f"{_certainty(fused)}."]
+    cut = data.get("threshold", {"value": 0.5, "source": "default 0.5"})
+    threshold = cut["value"]
+    lines = [f"The model's {verdict(fused, threshold, cut['source'])}."]
     if data["regions"]:
         top = data["regions"][0]
         view = views[top["view"]]
@@ -404,9 +401,8 @@ def rationale(data: dict[str, Any], views: Sequence[_View]) -> str:
         lines.append("The MIL map ranks whole views, not locations within a view.")
     lines.append(f"The mammograms alone give p={p['mammo']:.2f}.")
     if p["histo"] is not None:
-        agrees = (p["histo"] >= 0.5) == (fused >= 0.5)
-        lines.append(f"The histology {'agrees' if agrees else 'disagrees'} "
-                     f"(p={p['histo']:.2f}).")
+        # No "agrees": each modality has its own operating threshold, not the fused one.
+        lines.append(f"The histology alone gives p={p['histo']:.2f}.")
         c = data["modality_contributions"]
         lines.append(f"Of the fused decision, the mammograms contribute {c['mammo']:.0%} and "
                      f"the histology {c['histo']:.0%}.")
@@ -451,7 +447,7 @@ def validate_explanation(d: Any) -> None:
     """Raise ``ValueError`` naming the first field of ``d`` that breaks the schema."""
     _keys(d, {"schema", "pairing", "predictions", "modality_contributions", "views",
               "regions", "tiles", "map_kind", "rationale"}, "root",
-          {"modality_logit_deltas", "link_method"})
+          {"modality_logit_deltas", "threshold", "link_method"})
     if d["schema"] != SCHEMA:
         _fail("schema", f"expected {SCHEMA!r}, got {d['schema']!r}")
     if d["pairing"] not in PAIRINGS:
@@ -470,6 +466,11 @@ def validate_explanation(d: Any) -> None:
             for key, value in d[name].items():
                 _number(value, f"{name}.{key}", **({"low": 0.0, "high": 1.0}
                                                    if name == "modality_contributions" else {}))
+    if "threshold" in d:
+        _keys(d["threshold"], {"value", "source"}, "threshold")
+        _number(d["threshold"]["value"], "threshold.value", low=0.0, high=1.0)
+        if not isinstance(d["threshold"]["source"], str):
+            _fail("threshold.source", "expected a string")
     views = _list(d["views"], "views")
     if not views:
         _fail("views", "expected at least one view")

@@ -264,11 +264,14 @@ def _explain_locked(job: _Job, state: ServerState, files: dict[str, list[tuple[P
 def _explain(job: _Job, state: ServerState,
              files: dict[str, list[tuple[Path, str]]]) -> dict[str, Any]:
     from radpath.explain.case import explain_case
+    from radpath.serve.thresholds import DEFAULT
 
+    fused = state.thresholds.get("fused", DEFAULT)
     try:
         explanation = explain_case(state.run, [p for p, _ in files["mammo"]],
                                    [p for p, _ in files["histo"]], top_k=job.top_k,
-                                   map_kind=job.map_kind, pairing=job.pairing)
+                                   map_kind=job.map_kind, pairing=job.pairing,
+                                   threshold=fused["threshold"], threshold_source=fused["from"])
     except ImageReadError as exc:
         raise CaseError(status_of(exc.reason), str(exc)) from None
     except (RadpathError, ValueError) as exc:  # inputs already checked: the message says why
