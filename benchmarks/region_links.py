@@ -6,8 +6,9 @@ breast to a label-balanced pool of H&E tiles from other patients
 (:mod:`radpath.explain.link_check`). A hit: the most similar tile shows the pattern the
 generator draws for that region (the patient's label for a lesion, normal elsewhere).
 Prints the hit rate of region links, of random links (1/3) and their difference, each
-with a patient-level bootstrap 95% interval, for the centred similarity the explanations
-use, for the raw cosine and with the tiles centred too; writes ``benchmarks/results/region_links.md``.
+with a patient-level bootstrap 95% interval, for the region-centred similarity the
+explanations use, for the raw cosine and with the tiles centred too; writes
+``benchmarks/results/region_links.md``.
 
     nice .venv/bin/python benchmarks/region_links.py            # ~3 min on 2 cores
     nice .venv/bin/python benchmarks/region_links.py --run demo-out/run
