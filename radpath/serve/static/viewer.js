@@ -17,8 +17,17 @@ function element(tag, props = {}, children = []) {
   return node;
 }
 
-function formatProbability(value) {
-  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(3) : "–";
+function formatProbability(value, digits = 3) {
+  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "–";
+}
+
+// Decimals (3 to 6) enough for a probability and its threshold to print in their order.
+function orderKeepingDigits(value, threshold) {
+  if (typeof value !== "number" || typeof threshold !== "number") return 3;
+  let digits = 3;
+  while (digits < 6 && value !== threshold &&
+         value.toFixed(digits) === threshold.toFixed(digits)) digits += 1;
+  return digits;
 }
 
 function showError(message) {
@@ -82,13 +91,14 @@ function render(result) {
   const thresholds = result.thresholds || {};
   for (const kind of ["mammo", "histo", "fused"]) {
     const value = predictions[kind];
-    $(`score-${kind}`).textContent = formatProbability(value);
     const chosen = thresholds[kind] || {};
     const threshold = chosen.threshold;
+    const digits = orderKeepingDigits(value, threshold);
+    $(`score-${kind}`).textContent = formatProbability(value, digits);
     const side = typeof value === "number" && typeof threshold === "number"
       ? (value >= threshold ? "at or above" : "below") : "";
     $(`threshold-${kind}`).textContent = typeof threshold === "number"
-      ? `threshold ${threshold.toFixed(3)} (${chosen.from || "?"})${side ? ": " + side : ""}`
+      ? `threshold ${threshold.toFixed(digits)} (${chosen.from || "?"})${side ? ": " + side : ""}`
       : "no threshold";
   }
   renderContributions(result.modality_contributions);
