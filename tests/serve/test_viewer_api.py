@@ -79,7 +79,7 @@ def test_thresholds_read_from_operating_points_and_metrics(tmp_path):
                                     "threshold_from": "validation"}]))
     assert read_thresholds(metrics)["histo"] == {"threshold": 0.2, "from": "validation"}
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(RadpathError, match="bad.json"):
+    with pytest.raises(RadpathError, match=r"bad\.json"):
         read_thresholds(tmp_path / "bad.json")
 
 
