@@ -2,7 +2,8 @@
 
 Opt-in (``-m browser``); ``make test`` and CI run them too. The synthetic tests need no
 real data (a fresh clone runs them); they skip only when /usr/bin/chromium or the
-playwright package is missing. The real-image test also needs ../shared/data. Each test
+playwright package is missing (and fail instead under ``RADPATH_REQUIRE_BROWSER=1``, as
+in CI). The real-image test also needs ../shared/data. Each test
 keeps its screenshots under ``$RADPATH_ARTIFACTS/browser`` (default ``artifacts/`` in the
 repository, ignored by git).
 """
@@ -75,12 +76,21 @@ def server_url(tiny_run, operating_points):
     thread.join(timeout=10)
 
 
+def _missing(why: str) -> None:
+    """Skip, or fail where the browser is required (CI sets RADPATH_REQUIRE_BROWSER=1)."""
+    if os.environ.get("RADPATH_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{why}, and RADPATH_REQUIRE_BROWSER=1")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="the playwright package is not installed")
+        _missing(f"{CHROMIUM} is absent (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _missing("the playwright package is not installed")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                               args=CHROMIUM_ARGS)
