@@ -11,7 +11,8 @@ explanations use, for the raw cosine and with the tiles centred too; writes
 ``benchmarks/results/region_links.md``.
 
     nice .venv/bin/python benchmarks/region_links.py            # ~3 min on 2 cores
-    nice .venv/bin/python benchmarks/region_links.py --run demo-out/run
+    nice .venv/bin/python benchmarks/region_links.py --run demo-out/run \
+        --out benchmarks/results/region_links_demo.md   # the demo run: ~40 s
 """
 
 from __future__ import annotations
