@@ -9,7 +9,12 @@ test split's AUC with CI and spread of probabilities, the explained cases). It r
 ``--demo-out`` (default ``demo-out``, what ``make demo`` writes) and runs the demo there
 first when that folder has no report.
 
-Each shot is one function in ``SHOTS``: add a viewer shot beside it.
+``viewer`` (``docs/viewer.png`` and ``docs/viewer-zoom.png``): ``radpath
+serve`` on the demo's run (thresholds from its evaluation), a malignant test patient of the
+demo cohort uploaded with H&E of three patients, then the first film zoomed in with a
+narrower window. They read (or make) ``--demo-out`` too.
+
+Each shot is one function in ``SHOTS``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,95 @@ def demo_report(browser, options: argparse.Namespace) -> Path:
     return target
 
 
-SHOTS: dict[str, Callable[..., Path]] = {"demo-report": demo_report}
+def _demo_out(options: argparse.Namespace) -> Path:
+    out = Path(options.demo_out)
+    if not (out / "run").is_dir() or not (out / "manifest.csv").is_file():
+        from radpath.demo import run_demo
+
+        print(f"no run in {out}: running the demo there first", file=sys.stderr)
+        run_demo(out)
+    return out
+
+
+def _demo_case(out: Path) -> dict[str, list[str]]:
+    """A malignant test patient's films, and H&E of one patient of each label."""
+    from radpath.data.manifest import read_manifest
+
+    records = [r for r in read_manifest(out / "manifest.csv") if r.split == "test"]
+    malignant = sorted({r.patient_id for r in records if r.label == "malignant"
+                        and r.modality == "mammo" and r.lesions})
+    mammo = [r.path for r in records if r.modality == "mammo" and r.patient_id == malignant[0]]
+    histo = []
+    for label in ("malignant", "benign", "normal"):
+        histo += [r.path for r in records if r.modality == "histo" and r.label == label][:1]
+    return {"mammo": mammo, "histo": histo}
+
+
+def _serve(out: Path):
+    """``radpath serve`` of the demo's run on a free loopback port, in a thread."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from radpath.serve import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    points = out / "eval" / "none" / "operating_points.json"
+    app = create_app(out / "run", threads=1, thresholds=points if points.is_file() else None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def viewer_shots(browser, options: argparse.Namespace) -> list[Path]:
+    """The viewer on a demo case, then zoomed in with window/level changed."""
+    out = _demo_out(options)
+    case = _demo_case(out)
+    server, url = _serve(out)
+    try:
+        page = browser.new_page(viewport={"width": WIDTH, "height": 1100})
+        page.goto(url + "/")
+        page.set_input_files("#mammo", case["mammo"])
+        page.set_input_files("#histo", case["histo"])
+        page.click("#submit")
+        page.wait_for_selector("figure.view[data-ready='true']", timeout=120_000)
+        page.wait_for_timeout(800)
+        first = DOCS / "viewer.png"
+        page.screenshot(path=str(first), full_page=True)
+        # Zoom on the film holding the most suspicious region, at that region's marker.
+        marker = page.locator(".marker[data-rank='1']").bounding_box()
+        page.mouse.move(marker["x"] + marker["width"] / 2, marker["y"] + marker["height"] / 2)
+        for _ in range(3):
+            page.mouse.wheel(0, -400)
+            page.wait_for_timeout(200)
+        page.fill("#window", "0.6")
+        page.fill("#level", "0.45")
+        page.fill("#opacity", "0.35")
+        page.wait_for_timeout(1000)
+        panel = page.locator("#views").bounding_box()
+        zoom = DOCS / "viewer-zoom.png"
+        page.screenshot(path=str(zoom), clip={"x": 0, "y": panel["y"] - 90, "width": WIDTH,
+                                              "height": panel["height"] + 100},
+                        full_page=True)
+        page.close()
+    finally:
+        server.should_exit = True
+    return [first, zoom]
+
+
+def viewer(browser, options: argparse.Namespace) -> Path:
+    """``docs/viewer.png`` (and, with it, ``docs/viewer-zoom.png``)."""
+    return viewer_shots(browser, options)[0]
+
+
+SHOTS: dict[str, Callable[..., Path]] = {"demo-report": demo_report, "viewer": viewer}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in options.shots or SHOTS:
                 print(f"{name}: {SHOTS[name](browser, options).relative_to(ROOT)}")
+                if name == "viewer":
+                    print("viewer-zoom: docs/viewer-zoom.png")
         finally:
             browser.close()
     return 0

@@ -60,6 +60,9 @@ def serve(
     heatmaps: Annotated[Path | None, typer.Option(help="Folder of <image_id>/<map>.png slide "
                                                        "heatmaps (radpath explain --slide).")]
     = None,
+    thresholds: Annotated[Path | None, typer.Option(
+        help="operating_points.json of radpath evaluate on this run: the viewer shows its "
+             "validation-chosen thresholds (else 0.5, labelled a default).")] = None,
 ) -> None:
     """Serve the API (POST /v1/cases, GET /v1/health) and the web viewer at /."""
     token = (token or os.environ.get(TOKEN_ENV) or "").strip() or None
@@ -72,7 +75,8 @@ def serve(
 
     limits = Limits(max_request_bytes=int(max_mb * 1024 * 1024), max_files_per_field=max_files,
                     timeout_s=timeout, body_timeout_s=body_timeout)
-    app = create_app(run, token=token, limits=limits, threads=threads)
+    app = create_app(run, token=token, limits=limits, threads=threads,
+                     thresholds=thresholds)
     if slides is not None:
         from radpath.serve.slides import slide_router
 

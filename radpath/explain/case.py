@@ -46,6 +46,7 @@ from radpath.engine.checkpoint import LoadedRun
 from radpath.errors import RadpathError
 from radpath.explain import render
 from radpath.explain.evidence import (
+    LINK_METHOD,
     Region,
     find_regions,
     link_tiles,
@@ -363,6 +364,7 @@ def _json(views: list[_View], tiles: list[_Tile], regions: list[Region],
                    "mil_attention": round(float(histo_att[i]), 6)}
                   for i, t in enumerate(tiles)],
         "map_kind": map_kind,
+        "link_method": LINK_METHOD if tiles else "",
         "rationale": "",
     }
 
@@ -445,7 +447,7 @@ def validate_explanation(d: Any) -> None:
     """Raise ``ValueError`` naming the first field of ``d`` that breaks the schema."""
     _keys(d, {"schema", "pairing", "predictions", "modality_contributions", "views",
               "regions", "tiles", "map_kind", "rationale"}, "root",
-          {"modality_logit_deltas", "threshold"})
+          {"modality_logit_deltas", "threshold", "link_method"})
     if d["schema"] != SCHEMA:
         _fail("schema", f"expected {SCHEMA!r}, got {d['schema']!r}")
     if d["pairing"] not in PAIRINGS:

@@ -99,8 +99,12 @@ def _text(image: np.ndarray, text: str, at: tuple[int, int], scale: float = 0.5)
     cv2.putText(image, text, at, FONT, scale, TEXT_COLOUR, 1, cv2.LINE_AA)
 
 
+SIMILARITY_NOTE = "sim: cosine in the shared space, region less its view (link_method)"
+
+
 def figure(left: np.ndarray, rows: Sequence[TileRow], *, title: str = "",
-           height: int = 640, tile_side: int = 128) -> np.ndarray:
+           height: int = 640, tile_side: int = 128,
+           note: str = SIMILARITY_NOTE) -> np.ndarray:
     """The mammogram panel on the left, one row of linked tiles per region on the right.
 
     Args:
@@ -109,6 +113,8 @@ def figure(left: np.ndarray, rows: Sequence[TileRow], *, title: str = "",
         title: a line printed on top.
         height: height of the mammogram panel in pixels.
         tile_side: side of each tile thumbnail.
+        note: a line under the tiles saying how similarity is computed (drawn when
+            any tile is linked).
     """
     scale = height / left.shape[0]
     panel = cv2.resize(left, (max(1, round(left.shape[1] * scale)), height),
@@ -117,21 +123,25 @@ def figure(left: np.ndarray, rows: Sequence[TileRow], *, title: str = "",
     label_w, gap, head = 90, 10, 34
     right_w = label_w + max(1, most) * (tile_side + gap) + gap
     row_h = tile_side + 26
-    total_h = head + max(height, len(rows) * row_h + gap)
+    total_h = head + max(height, len(rows) * row_h + gap + 24)
     canvas = np.full((total_h, panel.shape[1] + gap + right_w, 3), BACKGROUND, np.uint8)
     canvas[head:head + height, : panel.shape[1]] = panel
     _text(canvas, title, (8, 22), 0.55)
     x0 = panel.shape[1] + gap
-    if not rows or most == 0:
-        _text(canvas, "no histology linked", (x0, head + 24))
+    if not rows:
+        _text(canvas, "no region found", (x0, head + 24))
     for k, row in enumerate(rows):
         y = head + k * row_h
         _text(canvas, f"region {row.rank}", (x0, y + 20))
         _text(canvas, f"score {row.score:.2f}", (x0, y + 40), 0.42)
+        if not row.tiles:  # beside the region's label, never over it
+            _text(canvas, "no histology linked", (x0 + label_w, y + 20), 0.42)
         for t, (tile, similarity) in enumerate(row.tiles):
             x = x0 + label_w + t * (tile_side + gap)
             thumb = cv2.resize(cv2.cvtColor(tile, cv2.COLOR_RGB2BGR), (tile_side, tile_side),
                                interpolation=cv2.INTER_AREA)
             canvas[y:y + tile_side, x:x + tile_side] = thumb
             _text(canvas, f"sim {similarity:+.2f}", (x, y + tile_side + 16), 0.42)
+    if most and note:
+        _text(canvas, note, (x0, head + len(rows) * row_h + 16), 0.4)
     return canvas

@@ -33,7 +33,8 @@ ROUTERS: tuple[RouterFactory, ...] = (health.router, cases.router)
 
 def create_app(run_dir: str | Path, *, token: str | None = None,
                limits: Limits | None = None, threads: int | None = None,
-               routers: Sequence[RouterFactory] = ()) -> FastAPI:
+               routers: Sequence[RouterFactory] = (),
+               thresholds: str | Path | None = None) -> FastAPI:
     """The server of one trained run.
 
     Args:
@@ -43,6 +44,9 @@ def create_app(run_dir: str | Path, *, token: str | None = None,
         limits: request limits (:class:`~radpath.serve.limits.Limits`; None: defaults).
         threads: torch CPU threads (``torch.set_num_threads``); None keeps torch's default.
         routers: more router factories, included after :data:`ROUTERS`.
+        thresholds: ``operating_points.json`` (or ``metrics.json``) of ``radpath evaluate``
+            on this run: its validation-chosen thresholds are shown beside the
+            probabilities and the rationale reads against the fused one (else 0.5, said so).
 
     Raises:
         RadpathError: ``run_dir`` is not a loadable run folder.
@@ -54,9 +58,10 @@ def create_app(run_dir: str | Path, *, token: str | None = None,
 
         torch.set_num_threads(threads)
     from radpath.explain.case import MAP_KINDS
+    from radpath.serve.thresholds import read_thresholds
 
     state = ServerState(load_run(run_dir), (token or "").strip() or None, limits or Limits(),
-                        map_kinds=tuple(MAP_KINDS))
+                        map_kinds=tuple(MAP_KINDS), thresholds=read_thresholds(thresholds))
     app = FastAPI(title="radpath", version=version(),
                   summary="Explain a breast case: mammograms, optional histology tiles.")
     app.state.radpath = state

@@ -264,25 +264,44 @@ def _explain_locked(job: _Job, state: ServerState, files: dict[str, list[tuple[P
 def _explain(job: _Job, state: ServerState,
              files: dict[str, list[tuple[Path, str]]]) -> dict[str, Any]:
     from radpath.explain.case import explain_case
+    from radpath.serve.thresholds import DEFAULT
 
+    fused = state.thresholds.get("fused", DEFAULT)
     try:
         explanation = explain_case(state.run, [p for p, _ in files["mammo"]],
                                    [p for p, _ in files["histo"]], top_k=job.top_k,
-                                   map_kind=job.map_kind, pairing=job.pairing)
+                                   map_kind=job.map_kind, pairing=job.pairing,
+                                   threshold=fused["threshold"], threshold_source=fused["from"])
     except ImageReadError as exc:
         raise CaseError(status_of(exc.reason), str(exc)) from None
     except (RadpathError, ValueError) as exc:  # inputs already checked: the message says why
         raise CaseError(422, str(exc)) from None
     payload = explanation.to_json()
-    payload["images"] = _images(explanation, payload)
+    payload["images"] = _images(explanation, payload, [p for p, _ in files["mammo"]])
+    payload["thresholds"] = state.thresholds
     return payload
 
 
-def _images(explanation: Any, payload: dict[str, Any]) -> dict[str, Any]:
+def full_resolution_png(path: Path) -> bytes:
+    """The mammogram at its own size as an 8-bit grey PNG: pixels only, re-encoded, so no
+    DICOM header (nor any other metadata of the upload) can travel with it."""
+    import numpy as np
+
+    from radpath.explain.case import read_mammogram
+    from radpath.explain.render import png
+
+    pixels = read_mammogram(path)
+    return png(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def _images(explanation: Any, payload: dict[str, Any], mammograms: list[Path]
+            ) -> dict[str, Any]:
+    # "full" feeds the deep-zoom viewer; the others are at most 1024 px on the long side.
     views = [{"base": _data_url(explanation.base_png(i)),
               "heatmap": _data_url(explanation.heatmap_png(i)),
-              "overlay": _data_url(explanation.overlay_png(i))}
-             for i in range(len(payload.get("views", [])))]
+              "overlay": _data_url(explanation.overlay_png(i)),
+              "full": _data_url(full_resolution_png(path))}
+             for i, path in enumerate(mammograms[:len(payload.get("views", []))])]
     tiles = [_data_url(explanation.tile_png(i)) for i in range(len(payload.get("tiles", [])))]
     return {"views": views, "tiles": tiles, "figure": _data_url(explanation.figure_png())}
 

@@ -25,6 +25,11 @@ def router(state: ServerState) -> APIRouter:
     def health() -> dict[str, Any]:
         limits = state.limits.model_dump(include={"max_request_bytes", "max_files_per_field",
                                                   "max_pixels", "timeout_s", "body_timeout_s"})
-        return {"status": "ok", "model": state.model_info(), "limits": limits}
+        return {"status": "ok", "model": state.model_info(), "limits": limits,
+                "thresholds": state.thresholds}
+
+    @routes.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     return routes

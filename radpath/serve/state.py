@@ -22,6 +22,8 @@ class ServerState:
             case at a time.
         map_kinds: the explanation map kinds a case may ask for.
         pending: cases accepted and not yet answered.
+        thresholds: per output, the operating threshold shown beside its probability
+            (:func:`radpath.serve.thresholds.read_thresholds`).
     """
 
     run: Any
@@ -30,14 +32,23 @@ class ServerState:
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     map_kinds: tuple[str, ...] = ("localisation",)
     pending: int = 0
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def model_info(self) -> dict[str, Any]:
-        """What the run is, without any path: the folder's base name only."""
+        """What the run is, without any path: the folder's base name only, and its name."""
         record, config = self.run.record, self.run.config
-        return {"run": Path(self.run.folder).name, "algorithm": record.get("algorithm"),
+        return {"run": Path(self.run.folder).name, "name": run_name(self.run.folder),
+                "started": record.get("started"), "algorithm": record.get("algorithm"),
                 "backbone": config.model.backbone.name,
                 "pairing_mode": record.get("pairing_mode"),
                 "git_commit": record.get("git_commit"), "radpath_version": version()}
+
+
+def run_name(folder: str | Path) -> str:
+    """A run's name for people: its folder's name, with the parent's when the folder is
+    the default ``run`` (``demo-out/run``), so the header does not read "run run"."""
+    folder = Path(folder).resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.name == "run" else folder.name
 
 
 def version() -> str:

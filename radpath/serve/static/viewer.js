@@ -17,8 +17,17 @@ function element(tag, props = {}, children = []) {
   return node;
 }
 
-function formatProbability(value) {
-  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(3) : "–";
+function formatProbability(value, digits = 3) {
+  return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "–";
+}
+
+// Decimals (3 to 6) enough for a probability and its threshold to print in their order.
+function orderKeepingDigits(value, threshold) {
+  if (typeof value !== "number" || typeof threshold !== "number") return 3;
+  let digits = 3;
+  while (digits < 6 && value !== threshold &&
+         value.toFixed(digits) === threshold.toFixed(digits)) digits += 1;
+  return digits;
 }
 
 function showError(message) {
@@ -32,8 +41,10 @@ async function loadModel() {
     const response = await fetch("/v1/health");
     const health = await response.json();
     const model = health.model || {};
+    const started = typeof model.started === "string" ? `, trained ${model.started.slice(0, 10)}` : "";
     $("model").textContent =
-      `Model: ${model.algorithm || "?"} on ${model.backbone || "?"} (run ${model.run || "?"}).`;
+      `Model: ${model.algorithm || "?"} on ${model.backbone || "?"} — run ${model.name || model.run || "?"}${started}.`;
+    $("run-name").textContent = model.name || model.run || "";
   } catch (_) {
     $("model").textContent = "";
   }
@@ -77,11 +88,20 @@ async function submitCase(event) {
 
 function render(result) {
   const predictions = result.predictions || {};
+  const thresholds = result.thresholds || {};
   for (const kind of ["mammo", "histo", "fused"]) {
-    $(`score-${kind}`).textContent = formatProbability(predictions[kind]);
+    const value = predictions[kind];
+    const chosen = thresholds[kind] || {};
+    const threshold = chosen.threshold;
+    const digits = orderKeepingDigits(value, threshold);
+    $(`score-${kind}`).textContent = formatProbability(value, digits);
+    const side = typeof value === "number" && typeof threshold === "number"
+      ? (value >= threshold ? "at or above" : "below") : "";
+    $(`threshold-${kind}`).textContent = typeof threshold === "number"
+      ? `threshold ${threshold.toFixed(digits)} (${chosen.from || "?"})${side ? ": " + side : ""}`
+      : "no threshold";
   }
   renderContributions(result.modality_contributions);
-  renderViews(result);
   renderRegions(result);
   $("rationale").textContent = result.rationale || "";
   if (downloadUrl) URL.revokeObjectURL(downloadUrl);
@@ -89,6 +109,7 @@ function render(result) {
   downloadUrl = URL.createObjectURL(blob);
   $("download").href = downloadUrl;
   $("results").hidden = false;
+  renderViews(result);
   applyOpacity();
 }
 
@@ -103,59 +124,131 @@ function renderContributions(contributions) {
   $("contributions").textContent = parts.length ? `Modality contributions: ${parts.join(", ")}` : "";
 }
 
-// A view's size in the pixels the regions are given in (its original pixels).
-function viewSize(view, image) {
-  if (view && Number.isFinite(view.width) && Number.isFinite(view.height)) {
-    return [view.width, view.height];
-  }
-  if (view && Array.isArray(view.size) && view.size.length === 2) {
-    return [view.size[1], view.size[0]];  // (height, width)
-  }
-  return [image.naturalWidth, image.naturalHeight];
-}
-
-function renderViews(result) {
-  const container = $("views");
-  container.replaceChildren();
-  const images = (result.images && result.images.views) || [];
-  const views = result.views || [];
-  images.forEach((urls, index) => {
-    const view = views[index] || {};
-    const base = element("img", { className: "base", alt: `mammogram view ${index + 1}`,
-                                  src: urls.base, id: `base-${index}` });
-    const heat = element("img", { className: "heatmap", alt: `attention map of view ${index + 1}`,
-                                  src: urls.heatmap, id: `heatmap-${index}` });
-    const stage = element("div", { className: "stage" }, [base, heat]);
-    const caption = element("figcaption", { text: viewCaption(view, index) });
-    container.append(element("figure", { className: "view" }, [stage, caption]));
-    const place = () => placeMarkers(stage, base, view, index, result.regions || []);
-    if (base.complete && base.naturalWidth) place();
-    else base.addEventListener("load", place, { once: true });
-  });
-}
+// The deep-zoom viewers of the current case (one per view), kept for the browser tests.
+const viewers = [];
+window.radpathViewers = viewers;
+const LABEL_W = 26;
+const LABEL_H = 20;
 
 function viewCaption(view, index) {
   const bits = [`view ${index + 1}`];
   for (const key of ["name", "file", "laterality", "view"]) {
     if (typeof view[key] === "string" && view[key]) bits.push(view[key]);
   }
+  if (Number.isFinite(view.width) && Number.isFinite(view.height)) {
+    bits.push(`${view.width} × ${view.height} px`);
+  }
   return bits.join(" · ");
 }
 
-function placeMarkers(stage, image, view, index, regions) {
-  const [width, height] = viewSize(view, image);
-  if (!width || !height) return;
-  for (const region of regions) {
-    if (region.view !== index) continue;
-    const r = Math.max(region.r || 0, Math.min(width, height) * 0.02);
-    const marker = element("div", { className: "marker", title: `region ${region.rank}` },
-                           [element("span", { text: String(region.rank) })]);
-    marker.style.left = `${(100 * region.x) / width}%`;
-    marker.style.top = `${(100 * region.y) / height}%`;
-    marker.style.width = `${(200 * r) / width}%`;
-    marker.style.height = `${(200 * r) / height}%`;
-    stage.append(marker);
+function renderViews(result) {
+  for (const viewer of viewers.splice(0)) viewer.destroy();
+  const container = $("views");
+  container.replaceChildren();
+  const images = (result.images && result.images.views) || [];
+  const views = result.views || [];
+  images.forEach((urls, index) => {
+    const view = views[index] || {};
+    const stage = element("div", { className: "osd", id: `osd-${index}` });
+    const caption = element("figcaption", { text: viewCaption(view, index) });
+    const figure = element("figure", { className: "view", "data-zoom": "1" }, [stage, caption]);
+    container.append(figure);
+    const regions = (result.regions || []).filter((region) => region.view === index);
+    viewers.push(openView(stage, figure, urls, view, index, regions));
+  });
+}
+
+// OpenSeadragon builds a zoom pyramid from the full-resolution film ("image" tile source);
+// the heat map and the region circles are overlays pinned to image coordinates, so they
+// follow zoom and pan; the labels are laid out again in screen space after every move.
+function openView(stage, figure, urls, view, index, regions) {
+  const viewer = OpenSeadragon({
+    element: stage,
+    prefixUrl: "/static/vendor/openseadragon/images/",
+    tileSources: { type: "image", url: urls.full || urls.base, buildPyramid: true },
+    drawer: "canvas",
+    showNavigator: true,
+    maxZoomPixelRatio: 4,
+    crossOriginPolicy: false,
+    gestureSettingsMouse: { clickToZoom: false },
+  });
+  const labels = element("div", { className: "labels" });
+  viewer.addHandler("open", () => {
+    const item = viewer.world.getItemAt(0);
+    const size = item.getContentSize();
+    const heat = element("img", { className: "heatmap", alt: `attention map of view ${index + 1}`,
+                                  src: urls.heatmap, id: `heatmap-${index}` });
+    heat.style.opacity = $("opacity").value;
+    viewer.addOverlay({ element: heat, location: item.imageToViewportRectangle(0, 0, size.x, size.y) });
+    const scale = Number.isFinite(view.width) && view.width ? size.x / view.width : 1;
+    const circles = regions.map((region) => {
+      const r = Math.max(region.r || 0, Math.min(size.x, size.y) * 0.01) * scale;
+      const marker = element("div", { className: "marker", title: `region ${region.rank}`,
+                                      "data-rank": String(region.rank) });
+      viewer.addOverlay({ element: marker, location: item.imageToViewportRectangle(
+        region.x * scale - r, region.y * scale - r, 2 * r, 2 * r) });
+      return { rank: region.rank, x: region.x * scale, y: region.y * scale, r };
+    });
+    viewer.element.append(labels);
+    const relayout = () => {
+      placeLabels(viewer, item, labels, circles);
+      figure.dataset.zoom = viewer.viewport.getZoom(true).toFixed(3);
+    };
+    viewer.addHandler("update-viewport", relayout);
+    viewer.addHandler("resize", relayout);
+    relayout();
+    applyWindowLevel();
+    figure.dataset.ready = "true";
+  });
+  return viewer;
+}
+
+function placeLabels(viewer, item, layer, circles) {
+  const toPixel = (x, y) => viewer.viewport.pixelFromPoint(item.imageToViewportCoordinates(x, y), true);
+  const onScreen = circles.map((c) => {
+    const centre = toPixel(c.x, c.y);
+    return { rank: c.rank, x: centre.x, y: centre.y, r: toPixel(c.x + c.r, c.y).x - centre.x };
+  });
+  const bounds = { width: viewer.element.clientWidth, height: viewer.element.clientHeight };
+  layer.replaceChildren();
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "leaders");
+  for (const spot of window.radpathLabels.layoutLabels(onScreen, LABEL_W, LABEL_H, bounds)) {
+    const label = element("span", { className: "region-label", text: String(spot.rank),
+                                    "data-rank": String(spot.rank) });
+    label.style.left = `${spot.x}px`;
+    label.style.top = `${spot.y}px`;
+    layer.append(label);
+    if (spot.far) {
+      const line = document.createElementNS("http://www.w3.org/2000/svg", "line");
+      line.setAttribute("x1", String(spot.x + spot.w / 2));
+      line.setAttribute("y1", String(spot.y + spot.h / 2));
+      line.setAttribute("x2", String(spot.cx));
+      line.setAttribute("y2", String(spot.cy));
+      svg.append(line);
+    }
   }
+  layer.prepend(svg);
+}
+
+// Window/level as a linear map of the displayed grey values, out = (v - level) / window
+// + 0.5, clamped to [0, 1]: an SVG transfer function applied to the film's canvas only
+// (the heat map and markers are overlays above it and keep their colours).
+function applyWindowLevel() {
+  const width = Math.max(Number($("window").value), 0.01);
+  const level = Number($("level").value);
+  $("window-value").textContent = width.toFixed(2);
+  $("level-value").textContent = level.toFixed(2);
+  for (const id of ["wl-r", "wl-g", "wl-b"]) {
+    $(id).setAttribute("slope", String(1 / width));
+    $(id).setAttribute("intercept", String(0.5 - level / width));
+  }
+}
+
+function resetWindowLevel() {
+  $("window").value = "1";
+  $("level").value = "0.5";
+  applyWindowLevel();
 }
 
 function renderRegions(result) {
@@ -182,6 +275,8 @@ function renderRegions(result) {
     list.append(element("li", { value: String(region.rank) }, [head, row]));
   }
   $("no-tiles").hidden = tiles.length > 0;
+  $("link-method").textContent = result.link_method
+    ? `Similarity: ${result.link_method}.` : "";
 }
 
 function formatSigned(value) {
@@ -197,5 +292,9 @@ function applyOpacity() {
 document.addEventListener("DOMContentLoaded", () => {
   $("case-form").addEventListener("submit", submitCase);
   $("opacity").addEventListener("input", applyOpacity);
+  $("window").addEventListener("input", applyWindowLevel);
+  $("level").addEventListener("input", applyWindowLevel);
+  $("wl-reset").addEventListener("click", resetWindowLevel);
+  applyWindowLevel();
   loadModel();
 });
