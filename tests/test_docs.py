@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
@@ -25,6 +29,9 @@ SKIPPED_BY_DESIGN = {
     "make test": "is what CI runs; running it here would run this test inside itself",
     "radpath serve": "serves until stopped; tests/serve exercise the app and the command",
 }
+# Pages whose `radpath serve` block is started as printed and asked for its health.
+SERVED = ("README.md",)
+HEALTH = "http://127.0.0.1:8000/v1/health"
 
 
 def _script(name: str) -> ModuleType:
@@ -130,7 +137,11 @@ def _run_page(page: Path, tmp_path: Path) -> list[str]:
     """Run every fast shell block of ``page``, then its Python blocks, as written."""
     env = _fresh_layout(tmp_path)
     ran, skipped = [], []
+    served = []
     for block in code_blocks(page, "bash"):
+        if "radpath serve" in block and page.name in SERVED:
+            served.append(block)
+            continue
         reasons = [why for command, why in SKIPPED_BY_DESIGN.items() if command in block]
         if reasons:
             skipped.append(reasons[0])
@@ -147,8 +158,48 @@ def _run_page(page: Path, tmp_path: Path) -> list[str]:
                               cwd=tmp_path, env=env, text=True, capture_output=True,
                               timeout=900), page, block)
         ran.append(block)
+    for block in served:
+        _serve_as_printed(block, tmp_path, env, page)
+        ran.append(block)
     assert ran, f"{page.name}: no block ran"
     return skipped
+
+
+def _serve_as_printed(block: str, cwd: Path, env: dict[str, str], page: Path) -> None:
+    """Start ``block`` (a ``radpath serve`` line), wait for its health answer, stop it."""
+    script = "set -euo pipefail\nsource .venv/bin/activate\nexec " + block.strip()
+    server = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env, text=True,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        health = _poll(HEALTH, server, deadline=time.monotonic() + 120)
+        assert health is not None, (f"{page.name}: the server never answered:\n{block}\n"
+                                    f"--- stderr ---\n{_stop(server)[-3000:]}")
+        assert health["status"] == "ok"
+        if "--thresholds" in block:
+            assert health["thresholds"], f"{page.name}: served without thresholds:\n{block}"
+    finally:
+        _stop(server)
+
+
+def _poll(url: str, server: subprocess.Popen, deadline: float) -> dict | None:
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return json.load(answer)
+        except OSError:
+            time.sleep(1)
+    return None
+
+
+def _stop(server: subprocess.Popen) -> str:
+    """Stop the server's whole session; what it wrote to stderr."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        return server.communicate(timeout=30)[1] or ""
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        return server.communicate()[1] or ""
 
 
 def _check(result: subprocess.CompletedProcess, page: Path, block: str) -> None:
