@@ -51,5 +51,19 @@ def test_table_names_every_row_with_its_spread(digits):
                                     {"test_accuracy": 0.3, "train_accuracy": 0.9}]})
     assert table["erm"]["test_accuracy_mean"] == pytest.approx(0.25)
     assert table["erm"]["test_accuracy_sd"] == pytest.approx(0.0707, abs=1e-4)
-    text = digits.markdown(table, [0, 1], 1.0)
+    text = digits.markdown(table, [0, 1], 1.0, jobs=2)
     assert "| erm | 0.250 ± 0.071 | 0.850 ± 0.071 | 0.200, 0.300 |" in text
+
+
+
+def test_every_row_runs_by_name_with_its_own_settings(digits, monkeypatch):
+    """Workers get a row's name: each name must reach its method with its settings."""
+    calls = []
+    monkeypatch.setattr(digits, "train_radpath", lambda *a, **k: calls.append((a, k)) or {})
+    monkeypatch.setattr(digits, "train_sketch", lambda *a, **k: calls.append((a, k)) or {})
+    for name in ("oracle", "irm_split", "sketch_irm", "coral"):
+        digits.run_cell(name, 3)
+    assert calls == [(("erm", 3), {"grey": True}),
+                     (("irm", 3), {"irm": {**digits.PAPER_IRM, "estimator": "split"}}),
+                     ((3,), {"irm": True}),
+                     (("coral", 3), {})]
