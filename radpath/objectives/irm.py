@@ -26,7 +26,7 @@ ESTIMATORS = ("squared", "split")
 
 
 def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
-                estimator: str = "split") -> torch.Tensor:
+                estimator: str = "squared") -> torch.Tensor:
     """The IRMv1 penalty of one domain for binary logits.
 
     ``squared`` (Arjovsky et al.) is the square of the batch gradient: a biased estimate
@@ -63,7 +63,7 @@ def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
 def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: torch.Tensor,
                           mask: torch.Tensor | None = None, *,
                           num_domains: int | None = None,
-                          estimator: str = "split") -> torch.Tensor:
+                          estimator: str = "squared") -> torch.Tensor:
     """The mean IRMv1 penalty over the domains present in the batch.
 
     :func:`irm_penalty` of each domain's examples (in batch order), computed for all
