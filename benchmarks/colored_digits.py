@@ -224,8 +224,8 @@ def run_cell(name: str, seed: int) -> dict[str, float]:
     kind, kwargs = ROWS[name]
     if kind == "sketch":
         return train_sketch(seed, **kwargs)
-    return train_radpath(kwargs["method"], seed, **{k: v for k, v in kwargs.items()
-                                                       if k != "method"})
+    settings = dict(kwargs)
+    return train_radpath(settings.pop("method"), seed, **settings)
 
 
 def quiet_worker(threads: int) -> None:

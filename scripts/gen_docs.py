@@ -24,7 +24,6 @@ import results_table  # noqa: E402
 
 CONFIG_PAGE = ROOT / "docs" / "reference" / "configuration.md"
 TABLE_PAGES = (ROOT / "README.md", ROOT / "docs" / "results.md")
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 COMMAND = ".venv/bin/python scripts/gen_docs.py (or make docs)"
 RESULTS = ROOT / "benchmarks" / "results"
 # page -> the results tables (benchmarks/results/NAME.md) copied into it, title dropped.
@@ -36,12 +35,11 @@ def expected() -> dict[Path, str]:
     files = {CONFIG_PAGE: config_reference.render()}
     table = results_table.render()
     for page in TABLE_PAGES:
-        files[page] = with_block(page.read_text(), table, page)
+        files[page] = with_block(page.read_text(), table, page, "results")
     for page, names in COPIED_TABLES.items():
         text = files.get(page, page.read_text())
         for name in names:
-            text = with_block(text, results_body(name), page, f"<!-- {name}:begin -->",
-                              f"<!-- {name}:end -->")
+            text = with_block(text, results_body(name), page, name)
         files[page] = text
     return files
 
@@ -54,9 +52,10 @@ def results_body(name: str) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def with_block(text: str, block: str, page: Path, begin: str = BEGIN, end_marker: str = END
-               ) -> str:
-    """``text`` with the part between the markers replaced by ``block``."""
+def with_block(text: str, block: str, page: Path, name: str) -> str:
+    """``text`` with the part between the ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
+    markers replaced by ``block``."""
+    begin, end_marker = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
         raise SystemExit(f"{page}: the markers {begin} ... {end_marker} are missing")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
@@ -14,7 +12,12 @@ from radpath.algorithms.base import (
     malignancy_target,
     register_algorithm,
 )
-from radpath.objectives.irm import IrmSchedule, check_domains, irm_penalty_by_domain
+from radpath.objectives.irm import (
+    Estimator,
+    IrmSchedule,
+    check_domains,
+    irm_penalty_by_domain,
+)
 
 
 class IrmSettings(BaseModel):
@@ -28,7 +31,7 @@ class IrmSettings(BaseModel):
     # DomainBed's unbiased even x odd product can be negative; trained full-batch on one
     # split, a network learns to make it so and the penalty rewards instead of constraining
     # (benchmarks/colored_digits.py: test accuracy 0.41 with it against 0.69 squared).
-    estimator: Literal["squared", "split"] = Field(
+    estimator: Estimator = Field(
         "squared", description="squared batch gradient (Arjovsky et al.) or even x odd "
                                "halves' product (DomainBed)")
 

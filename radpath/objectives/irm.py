@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +23,17 @@ def _scale_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return torch.autograd.grad(risk, [scale], create_graph=True)[0]
 
 
-ESTIMATORS = ("squared", "split")
+Estimator = Literal["squared", "split"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+
+
+def _check_estimator(estimator: str) -> None:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"IRM estimator must be one of {ESTIMATORS}, got {estimator!r}")
 
 
 def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
-                estimator: str = "squared") -> torch.Tensor:
+                estimator: Estimator = "squared") -> torch.Tensor:
     """The IRMv1 penalty of one domain for binary logits.
 
     ``squared`` (Arjovsky et al.) is the square of the batch gradient: a biased estimate
@@ -51,8 +58,7 @@ def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
                          "must have as many elements")
     if logits.numel() == 0:
         return logits.sum() * 0.0
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"IRM estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    _check_estimator(estimator)
     if logits.numel() == 1 or estimator == "squared":
         return _scale_gradient(logits, targets).pow(2)
     grad_even = _scale_gradient(logits[0::2], targets[0::2])
@@ -63,7 +69,7 @@ def irm_penalty(logits: torch.Tensor, targets: torch.Tensor, *,
 def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: torch.Tensor,
                           mask: torch.Tensor | None = None, *,
                           num_domains: int | None = None,
-                          estimator: str = "squared") -> torch.Tensor:
+                          estimator: Estimator = "squared") -> torch.Tensor:
     """The mean IRMv1 penalty over the domains present in the batch.
 
     :func:`irm_penalty` of each domain's examples (in batch order), computed for all
@@ -83,8 +89,7 @@ def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: 
     Returns:
         The scalar mean penalty; a zero attached to ``logits`` when no domain is present.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"IRM estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    _check_estimator(estimator)
     logits = logits.reshape(-1)
     targets = targets.reshape(-1).to(logits.dtype)
     domains = domains.reshape(-1)
@@ -95,18 +100,17 @@ def irm_penalty_by_domain(logits: torch.Tensor, targets: torch.Tensor, domains: 
         num_domains = int(domains.max()) + 1 if domains.numel() else 0
     indices = torch.arange(max(num_domains, 1), device=domains.device)
     member = ((domains[:, None] == indices) & keep[:, None]).to(logits.dtype)  # (N, K)
-    rank = (member.cumsum(0) * member).sum(1) - 1  # place among its domain's examples
-    odd = (rank.remainder(2) == 1).to(logits.dtype)[:, None]
-    halves = torch.stack([member * (1 - odd), member * odd])  # (2, N, K): even, odd
     slopes = torch.where(keep, (torch.sigmoid(logits) - targets.nan_to_num()) * logits, 0.0)
-    sums = torch.einsum("hnk,n->hk", halves, slopes)
-    counts = halves.sum(dim=1)
-    total = counts.sum(dim=0)
-    half_grads = sums / counts.clamp(min=1)
-    squared = (sums.sum(dim=0) / total.clamp(min=1)) ** 2
-    # DomainBed's unbiased even x odd product; one example has only its squared gradient.
-    per_domain = (squared if estimator == "squared"
-                  else torch.where(total >= 2, half_grads[0] * half_grads[1], squared))
+    total = member.sum(dim=0)
+    per_domain = (torch.einsum("nk,n->k", member, slopes) / total.clamp(min=1)) ** 2
+    if estimator == "split":
+        # DomainBed's unbiased even x odd product; one example has only its squared gradient.
+        rank = (member.cumsum(0) * member).sum(1) - 1  # place among its domain's examples
+        odd = (rank.remainder(2) == 1).to(logits.dtype)[:, None]
+        halves = torch.stack([member * (1 - odd), member * odd])  # (2, N, K): even, odd
+        half_grads = (torch.einsum("hnk,n->hk", halves, slopes)
+                      / halves.sum(dim=1).clamp(min=1))
+        per_domain = torch.where(total >= 2, half_grads[0] * half_grads[1], per_domain)
     present = (total > 0).to(logits.dtype)
     return (per_domain * present).sum() / present.sum().clamp(min=1)
 
