@@ -27,6 +27,13 @@ Conventions:
       the preprocessing (percentile normalisation and stain normalisation do not remove
       noise). A model that learns it fails at a site where the relation is reversed: the
       "known shift" of the domain-generalisation benchmark.
+    * Optionally, label noise (``cause_agreement``, per site): a patient's recorded label
+      is flipped between malignant and not (malignant to benign, normal or benign to
+      malignant) with probability one minus the site's agreement, while the images still
+      show the drawn class; the noisy device then goes with the *recorded* label. As in
+      Arjovsky et al.'s Colored MNIST, the cause (what the images show) then predicts the
+      recorded label less well than a strong shortcut does, so plain training prefers the
+      shortcut, and only the shortcut's disagreement between sites gives it away.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ class SyntheticConfig(BaseModel):
             shortcut (no patient gets the extra noise). 0.5 makes the noise uninformative.
         shortcut_noise: standard deviation of the noisy device's extra noise, as a
             fraction of the intensity range.
+        cause_agreement: per site, the probability that a patient's recorded label is
+            the class the images show (malignant or not); empty means no label noise.
         lesion_scale: how conspicuous a malignant lesion is: it widens and brightens the
             spicules and enlarges the calcification dots. At 1 a spicule is one pixel wide
             at 256 px, so it fades when a mammogram is resized to 128 px; the demo raises it
@@ -81,17 +90,19 @@ class SyntheticConfig(BaseModel):
     both_fraction: float = Field(0.5, ge=0.0, le=1.0)
     shortcut_agreement: tuple[float, ...] = ()
     shortcut_noise: float = Field(0.05, ge=0.0, le=0.5)
+    cause_agreement: tuple[float, ...] = ()
     lesion_scale: float = Field(1.0, ge=1.0, le=4.0)
     seed: int = 0
 
     @model_validator(mode="after")
-    def _check_shortcut(self) -> SyntheticConfig:
-        agreement = self.shortcut_agreement
-        if agreement and len(agreement) != self.domains:
-            raise ValueError(f"shortcut_agreement needs one probability per site ({self.domains}),"
-                             f" got {len(agreement)}")
-        if any(not 0.0 <= p <= 1.0 for p in agreement):
-            raise ValueError(f"shortcut_agreement values must lie in [0, 1], got {agreement}")
+    def _check_per_site(self) -> SyntheticConfig:
+        for name in ("shortcut_agreement", "cause_agreement"):
+            agreement = getattr(self, name)
+            if agreement and len(agreement) != self.domains:
+                raise ValueError(f"{name} needs one probability per site ({self.domains}), "
+                                 f"got {len(agreement)}")
+            if any(not 0.0 <= p <= 1.0 for p in agreement):
+                raise ValueError(f"{name} values must lie in [0, 1], got {agreement}")
         return self
 
 
@@ -99,10 +110,15 @@ class SyntheticConfig(BaseModel):
 class _Patient:
     index: int
     patient_id: str
-    label: str
+    label: str  # what the images show
     domain: int
     modalities: tuple[str, ...]
     noisy: bool = False
+    recorded: str = ""  # the label the manifest records, when label noise flipped it
+
+    @property
+    def recorded_label(self) -> str:
+        return self.recorded or self.label
 
 
 def make_synthetic_cohort(out_dir: str | Path, config: SyntheticConfig | None = None) -> Path:
@@ -146,9 +162,21 @@ def _plan_patients(config: SyntheticConfig) -> list[_Patient]:
             modalities = ("mammo",) if singles % 2 == 0 else ("histo",)
             singles += 1
         label, domain = LABELS[i % len(LABELS)], (i // len(LABELS)) % config.domains
+        recorded = _recorded_label(config, i, label, domain)
         patients.append(_Patient(i, f"syn-p{i:03d}", label, domain, modalities,
-                                 _noisy_device(config, i, label, domain)))
+                                 _noisy_device(config, i, recorded, domain),
+                                 "" if recorded == label else recorded))
     return patients
+
+
+def _recorded_label(config: SyntheticConfig, index: int, label: str, domain: int) -> str:
+    """The label the manifest records (see ``cause_agreement``)."""
+    if not config.cause_agreement:
+        return label
+    # Its own generator, as for the device: no other draw of the cohort changes.
+    if np.random.default_rng([config.seed, index, 2]).random() < config.cause_agreement[domain]:
+        return label
+    return "benign" if label == "malignant" else "malignant"
 
 
 def _noisy_device(config: SyntheticConfig, index: int, label: str, domain: int) -> bool:
@@ -186,9 +214,11 @@ def _write_mammograms(patient: _Patient, config: SyntheticConfig, rng: np.random
         image_id = f"{patient.patient_id}-mammo-{side}-CC"
         path = folder / f"{image_id}.png"
         _save_grey(image, path, sixteen_bit=patient.domain % 2 == 1)
+        # A flipped label lands on the breast that would carry the lesion.
+        label = patient.recorded_label if side == lesioned_side else "normal"
         records.append(Record(
             image_id=image_id, patient_id=patient.patient_id, modality="mammo", path=str(path),
-            label=patient.label if has_lesion else "normal", domain=domain_name(patient.domain),
+            label=label, domain=domain_name(patient.domain),
             view="CC", laterality=side, source="synthetic", lesions=lesions))
     return records
 
@@ -340,11 +370,13 @@ def _write_tiles(patient: _Patient, config: SyntheticConfig, rng: np.random.Gene
         image_id = f"{patient.patient_id}-histo-{k}"
         path = folder / f"{image_id}.png"
         Image.fromarray(tile).save(path)
+        recorded = patient.recorded_label
         records.append(Record(
             image_id=image_id, patient_id=patient.patient_id, modality="histo", path=str(path),
-            label=patient.label, domain=domain_name(patient.domain),
+            label=recorded, domain=domain_name(patient.domain),
             magnification=MAGNIFICATION, subtype="synthetic",
-            grade=str(grade) if grade else "", source="synthetic"))
+            grade=str(grade) if grade and recorded == "malignant" else "",
+            source="synthetic"))
     return records
 
 
