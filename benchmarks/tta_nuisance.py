@@ -3,13 +3,14 @@
     python benchmarks/tta_nuisance.py --results benchmarks/results [--seeds 0,1,2]
 
 `erm` trains on clean images of the synthetic cohort (120 patients, three sites, no
-shortcut; configs/bench-cpu.yaml; split by patient 50 / 15 / 35). Its test patients are
-then re-imaged under each registered corruption of radpath.augment.corruptions (mammograms:
-gamma, a clipped window, noise; H&E: an HED stain shift, blur) at severities 1, 3 and 5,
-the label untouched, and scored with no adaptation, `tent`, `sar` and `causal`, each in its
-default episodic mode and online. The corrupted modality's malignancy AUC per patient is reported
-with its 95% bootstrap CI; the clean rows tell what each adaptation costs when nothing has
-shifted. Seeds run as separate processes, ``--jobs`` at a time of ``--threads`` torch threads.
+shortcut, lesions at the demo's scale 4) with the demo's recipe (configs/demo.yaml), split
+by patient 50 / 15 / 35. Its test patients are then re-imaged under each registered
+corruption of radpath.augment.corruptions (mammograms: gamma, a clipped window, noise;
+H&E: an HED stain shift, blur) at severities 1, 3 and 5, the label untouched, and scored
+with no adaptation, `tent`, `sar` and `causal`, each in its default episodic mode and
+online. The corrupted modality's malignancy AUC per patient is reported with its 95%
+bootstrap CI; the clean rows tell what each adaptation costs when nothing has shifted.
+Seeds run as separate processes, ``--jobs`` at a time of ``--threads`` torch threads.
 Writes ``tta_nuisance.md`` and ``tta_nuisance.json``.
 """
 
@@ -176,8 +177,9 @@ def main() -> None:
         "# tta_nuisance: test-time adaptation under nuisance-only shifts", "",
         f"Made by `{command}` in {minutes:.0f} min, {args.jobs} runs at a time of "
         f"{args.threads} CPU thread(s) each; seeds {', '.join(map(str, args.seeds))}. "
-        "`erm` (configs/bench-cpu.yaml) trained on clean images of the synthetic cohort "
-        "(120 patients, no shortcut; split by patient 50 / 15 / 35); its test patients "
+        f"`erm` (configs/{RECIPE}) trained on clean images of the synthetic cohort "
+        "(120 patients, no shortcut, lesion scale 4; split by patient 50 / 15 / 35); its "
+        "test patients "
         "re-imaged under each corruption, labels untouched. Malignancy AUC (malignant vs "
         "rest) per patient of the corrupted modality, mean ± sd over seeds; in brackets "
         "the mean change against no adaptation. Pairing: true pairs (synthetic patients "
