@@ -91,5 +91,5 @@ def _blur(image: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndar
 
 
 def corruptions_of(modality: str) -> list[str]:
-    """The registered corruption names of ``modality``, in registration order."""
+    """The registered corruption names of ``modality``, sorted."""
     return [name for name in CORRUPTIONS.names() if CORRUPTIONS.get(name).modality == modality]

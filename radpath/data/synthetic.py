@@ -32,8 +32,8 @@ Conventions:
       malignant) with probability one minus the site's agreement, while the images still
       show the drawn class; the noisy device then goes with the *recorded* label. As in
       Arjovsky et al.'s Colored MNIST, the cause (what the images show) then predicts the
-      recorded label less well than a strong shortcut does, so plain training prefers the
-      shortcut, and only the shortcut's disagreement between sites gives it away.
+      recorded label less well than a strong shortcut does, which tempts plain training
+      to the shortcut; only the shortcut's disagreement between sites gives it away.
 """
 
 from __future__ import annotations

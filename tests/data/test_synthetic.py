@@ -141,3 +141,25 @@ def test_shortcut_off_changes_nothing(tmp_path: Path) -> None:
 def test_shortcut_agreement_needs_one_probability_per_site() -> None:
     with pytest.raises(ValueError, match="one probability per site"):
         SyntheticConfig(domains=3, shortcut_agreement=(0.9, 0.1))
+
+
+def test_label_noise_flips_recorded_labels_not_images(tmp_path) -> None:
+    base = dict(n_patients=30, mammo_size=64, tile_size=32)
+    clean = read_manifest(make_synthetic_cohort(tmp_path / "clean", SyntheticConfig(**base)))
+    noisy = read_manifest(make_synthetic_cohort(
+        tmp_path / "noisy", SyntheticConfig(**base, cause_agreement=(1.0, 0.5, 0.5))))
+    flipped = set()
+    for before, after in zip(clean, noisy, strict=True):
+        # Without the shortcut the images depend only on what they show.
+        assert Path(before.path).read_bytes() == Path(after.path).read_bytes()
+        if before.label != after.label:
+            flipped.add(after.patient_id)
+            assert after.domain != "site-a"  # agreement 1.0 there
+            assert (before.label == "malignant") != (after.label == "malignant")
+            assert after.grade == ""
+    assert 3 <= len(flipped) <= 17
+
+
+def test_label_noise_needs_one_agreement_per_site() -> None:
+    with pytest.raises(ValueError, match="cause_agreement needs one probability per site"):
+        SyntheticConfig(cause_agreement=(0.9, 0.8))
