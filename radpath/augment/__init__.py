@@ -1,5 +1,6 @@
 """Training-time augmentation: MixStyle for tokens, mammogram intensity changes, and
-mixup/CutMix of H&E tiles across units."""
+mixup/CutMix of H&E tiles across units; and graded nuisance corruptions of stored images
+(:mod:`radpath.augment.corruptions`) for testing test-time adaptation."""
 
 from radpath.augment.intensity import (
     MammoIntensityAugment,
