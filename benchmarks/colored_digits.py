@@ -28,11 +28,7 @@ Writes DIR/colored_digits.md and DIR/colored_digits.json
 from __future__ import annotations
 
 import argparse
-import logging
-import multiprocessing
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
+from worker_pool import map_in_processes
 
 from radpath.algorithms import ALGORITHMS
 from radpath.algorithms.config import AlgorithmConfig, LossWeights
@@ -228,21 +225,13 @@ def run_cell(name: str, seed: int) -> dict[str, float]:
     return train_radpath(settings.pop("method"), seed, **settings)
 
 
-def quiet_worker(threads: int) -> None:
-    """One process's torch threads; Lightning's banner lines silenced (errors still show)."""
-    torch.set_num_threads(threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-
-
 def rows(seeds: list[int], jobs: int, threads: int) -> dict[str, list[dict[str, float]]]:
     """Every row of the table: its per-seed results, ``jobs`` cells at a time."""
     cells = [(name, seed) for name in ROWS for seed in seeds]
     started = time.perf_counter()
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=quiet_worker, initargs=(threads,)) as pool:
-        names, seeds_of = [c[0] for c in cells], [c[1] for c in cells]
-        done = dict(zip(cells, pool.map(run_cell, names, seeds_of), strict=True))
+    names, seeds_of = [c[0] for c in cells], [c[1] for c in cells]
+    done = dict(zip(cells, map_in_processes(run_cell, names, seeds_of, jobs=jobs,
+                                            threads=threads), strict=True))
     results = {name: [done[name, seed] for seed in seeds] for name in ROWS}
     for name, per_seed in results.items():
         accs = [r["test_accuracy"] for r in per_seed]

@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import multiprocessing
 import shlex
 import sys
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from real_data import seed_list
+from worker_pool import map_in_processes
 
 from radpath.atomic import atomic_path
 from radpath.data.manifest import read_manifest
@@ -86,24 +83,16 @@ def run_cell(variant: str, seed: int, work: str, extra: tuple[str, ...] = ()
             for row in without_nan(rows)]
 
 
-def quiet_worker(threads: int) -> None:
-    """One process's torch threads; Lightning's banner lines silenced (errors still show)."""
-    torch.set_num_threads(threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-
-
 def all_rows(seeds: list[int], work: Path, jobs: int, threads: int,
              extra: tuple[str, ...]) -> list[dict[str, Any]]:
     cells = [(variant, seed) for seed in seeds for variant in ("shortcut", "clean")]
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=quiet_worker, initargs=(threads,)) as pool:
-        done = pool.map(run_cell, [c[0] for c in cells], [c[1] for c in cells],
-                        [str(work)] * len(cells), [extra] * len(cells))
-        return [row for rows in done for row in rows]
+    done = map_in_processes(run_cell, [c[0] for c in cells], [c[1] for c in cells],
+                            [str(work)] * len(cells), [extra] * len(cells), jobs=jobs,
+                            threads=threads)
+    return [row for rows in done for row in rows]
 
 
-def summary_table(rows: list[dict[str, Any]], seeds: list[int]) -> list[str]:
+def summary_table(rows: list[dict[str, Any]]) -> list[str]:
     """Unseen-site AUC per algorithm, adaptation and modality: mean ± sd over the seeds, the
     per-seed values, and how many seeds DeLong finds better / worse than `erm` at p < 0.05."""
     lines = ["| algorithm | adaptation | modality | unseen AUC, mean ± sd | per seed "
@@ -160,8 +149,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch folder (default /tmp/radpath-NAME)")
-    parser.add_argument("--seeds", default="0,1,2,3,4",
-                        type=lambda text: [int(s) for s in text.split(",")])
+    parser.add_argument("--seeds", default=[0, 1, 2, 3, 4], type=seed_list)
     parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads a job")
     parser.add_argument("--label-noise", type=float, default=0.25,
@@ -196,7 +184,7 @@ def main() -> None:
         "pairs for the half of the patients with both modalities, label-matched "
         "pseudo-pairs of the others. Oracle: `erm` on the same cohort without the noisy "
         "device.", "",
-        *summary_table(rows, args.seeds), "", "## Every seed", "", *per_seed_table(rows), ""])
+        *summary_table(rows), "", "## Every seed", "", *per_seed_table(rows), ""])
     args.results.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.results / f"{args.name}.md") as tmp:
         tmp.write_text(text)

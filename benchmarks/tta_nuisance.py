@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import multiprocessing
 import shlex
 import sys
 import time
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
+from real_data import seed_list
+from worker_pool import map_in_processes
 
 from radpath.atomic import atomic_path
 from radpath.augment.corruptions import CORRUPTIONS
@@ -116,13 +113,6 @@ def label(adapt: str, mode: str) -> str:
     return adapt if mode == "episodic" else f"{adapt}/online"
 
 
-def quiet_worker(threads: int) -> None:
-    """One process's torch threads; Lightning's banner lines silenced (errors still show)."""
-    torch.set_num_threads(threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-
-
 def mean_table(rows: list[dict[str, Any]]) -> list[str]:
     """AUC by shift (rows) and adaptation (columns): mean ± sd over seeds; the change
     against no adaptation in brackets."""
@@ -157,18 +147,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=Path("/tmp/radpath-tta-nuisance"))
-    parser.add_argument("--seeds", default="0,1,2",
-                        type=lambda text: [int(s) for s in text.split(",")])
+    parser.add_argument("--seeds", default=[0, 1, 2], type=seed_list)
     parser.add_argument("--jobs", type=int, default=2, help="seeds run at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads a job")
     args = parser.parse_args()
     started = time.perf_counter()
     make_synthetic_cohort(args.work / "cohort", COHORT)
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=quiet_worker, initargs=(args.threads,)) as pool:
-        rows = [row for seed_rows in pool.map(run_seed, args.seeds,
-                                              [str(args.work)] * len(args.seeds))
-                for row in seed_rows]
+    per_seed = map_in_processes(run_seed, args.seeds, [str(args.work)] * len(args.seeds),
+                                jobs=args.jobs, threads=args.threads)
+    rows = [row for seed_rows in per_seed for row in seed_rows]
     minutes = (time.perf_counter() - started) / 60
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
     descriptions = [f"- `{name}` ({CORRUPTIONS.get(name).modality}): "

@@ -21,7 +21,7 @@ def test_lodo_summary_counts_significant_seeds_by_direction() -> None:
     rows = lodo.with_erm_unseen([
         _row(0, "erm", 0.2), _row(1, "erm", 0.4),
         _row(0, "irm", 0.9, p=0.001), _row(1, "irm", 0.3, p=0.01)])
-    lines = lodo.summary_table(rows, [0, 1])
+    lines = lodo.summary_table(rows)
     irm = next(line for line in lines if line.startswith("| irm |"))
     assert "0.600 ± 0.424" in irm and "0.90, 0.30" in irm
     assert irm.endswith("| 1 / 1 |")
